@@ -1,0 +1,3 @@
+from wgns.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The command line: the one place errors become messages and exit codes.
+
+Each command lives in its own module which exposes ``register(subparsers)``; the parser it adds
+sets ``func`` (``Callable[[argparse.Namespace], int]``). Modules are imported lazily by name so
+that `wgns status` does not pay for the demo's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+
+from wgns import __version__
+from wgns.errors import EXIT_FAILURE, EXIT_USAGE, WgnsError
+
+log = logging.getLogger("wgns")
+
+# command name -> module that registers it (order is the order in --help)
+COMMANDS: dict[str, str] = {
+    "up": "wgns.commands.lifecycle",
+    "down": "wgns.commands.lifecycle",
+    "status": "wgns.commands.status",
+    "strip": "wgns.commands.strip",
+    "exec": "wgns.commands.exec",
+    "shell": "wgns.commands.exec",
+    "check": "wgns.commands.check",
+    "forward": "wgns.commands.forward",
+    "demo": "wgns.commands.demo",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"wgns: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show every operation as it is applied, and tracebacks",
+    )
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="wgns", description="WireGuard VPNs confined to network namespaces.")
+    parser.add_argument("--version", action="version", version=f"wgns {__version__}")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    seen: set[str] = set()
+    for name, modname in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        if modname in seen:
+            continue
+        seen.add(modname)
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue  # a command not built yet
+            raise
+        mod.register(sub, _common)
+    return parser
+
+
+def _pick_command(argv: list[str]) -> str | None:
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    setup_logging(debug)
+    parser = build_parser(only=_pick_command(argv))
+    try:
+        args = parser.parse_args(argv)
+        args.debug = debug
+        rc: int = args.func(args)
+        return rc
+    except WgnsError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"wgns: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("wgns: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the edge: anything unexpected is still one clear line
+        if debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"wgns: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+                file=sys.stderr,
+            )
+        return EXIT_FAILURE

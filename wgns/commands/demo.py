@@ -1,0 +1,104 @@
+"""`wgns demo`: the whole product on any Linux machine, with no VPN account.
+
+Inside a private sandbox (its own network and mount namespaces; nothing reaches the real
+machine), build a simulated VPN provider, write a wg-quick config for it, and run the real
+`wgns up`, `wgns exec`, `wgns status` and `wgns down` commands against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from wgns.errors import WgnsError
+
+DEMO_NS = "wgns-demo"
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "demo",
+        help="run wgns against a simulated VPN provider in a private sandbox",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _wgns(args: Sequence[str], *, debug: bool) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    argv = [sys.executable, "-m", "wgns", *args, *(["--debug"] if debug else [])]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise WgnsError(f"demo: `wgns {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise WgnsError("the demo creates namespaces: run it as root")
+    from wgns.sandbox import SANDBOX_TMP, Sandbox
+    from wgns.sim import build_provider
+
+    t0 = time.monotonic()
+
+    def step(text: str) -> None:
+        print(f"[{time.monotonic() - t0:5.2f}s] {text}", flush=True)
+
+    sandbox = Sandbox.enter_self()
+    step("sandbox: private network + mount namespaces (tmpfs on /run, overlay on /etc)")
+    provider = build_provider(sandbox)
+    try:
+        step(
+            f"provider: WireGuard server {provider.endpoint_host} ({provider.endpoint_v4}), "
+            f"DNS {provider.dns_v4} inside the tunnel, web server {provider.web_v4} "
+            f"that answers with the caller's address"
+        )
+        profile = f"{SANDBOX_TMP}/{DEMO_NS}.conf"
+        sandbox.write_file(
+            profile,
+            provider.client_conf(endpoint=f"{provider.endpoint_host}:51820"),
+            mode=0o600,
+        )
+        step(f"profile: a wg-quick config from the provider, {profile} (mode 600)")
+        for line in _wgns(["strip", profile], debug=False).stdout.splitlines():
+            if not line.lower().startswith(("privatekey", "presharedkey")):
+                print(f"          {line}")
+        _wgns(["up", profile, "--name", DEMO_NS], debug=args.debug)
+        step(f"wgns up {profile} --name {DEMO_NS}: up")
+        inside = _wgns(
+            ["exec", DEMO_NS, "--", "curl", "-sS", "--max-time", "5", "http://whoami.test/"],
+            debug=False,
+        ).stdout.strip()
+        outside = sandbox.run(
+            ["curl", "-sS", "--max-time", "5", f"http://{provider.web_v4}/"]
+        ).stdout.strip()
+        step(
+            f"inside {DEMO_NS}: curl http://whoami.test/ -> seen from {inside} "
+            f"(the provider's address); from the host itself: {outside}"
+        )
+        tunnel_dns = [q for q in provider.dns_queries() if q[0] == "whoami.test"]
+        isp_dns = [q for q in provider.isp_dns_queries() if q[0] == "whoami.test"]
+        step(
+            f"DNS: whoami.test answered by the tunnel's resolver {provider.dns_v4} "
+            f"({len(tunnel_dns)} queries there, {len(isp_dns)} at the ISP's resolver)"
+        )
+        if inside == outside or not tunnel_dns or isp_dns:
+            raise WgnsError("demo: traffic did not go through the tunnel as expected")
+        print(_wgns(["status", DEMO_NS], debug=False).stdout.rstrip())
+        _wgns(["down", DEMO_NS], debug=args.debug)
+        left = [n for n in sandbox.netns_names() if n == DEMO_NS]
+        step(f"wgns down {DEMO_NS}: {'nothing left' if not left else 'LEFT: ' + ', '.join(left)}")
+    finally:
+        provider.close()
+        sandbox.close()
+    step("sandbox closed: the machine is as it was")
+    return 0

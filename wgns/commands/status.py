@@ -1,0 +1,185 @@
+"""`wgns status [NS] [--json]`: what wgns manages, read from the state record and the kernel.
+
+The JSON schema (format 1) is documented in docs/status.md; fields are only ever added.
+Private keys never appear: `wg show dump` is parsed and its private key dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wgns import netns, state, wg
+from wgns.errors import WgnsError
+from wgns.ops import process_alive
+
+FORMAT = 1
+
+
+def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("status", help="show managed namespaces, tunnels and peers")
+    common(p)
+    p.add_argument("ns", metavar="NS", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
+    p.set_defaults(func=cmd_status)
+
+
+def _addresses(ns: str) -> dict[str, dict[str, Any]]:
+    if not netns.exists(ns):
+        return {}
+    proc = subprocess.run(["ip", "-n", ns, "-j", "address", "show"], capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {}
+    out = {}
+    for link in json.loads(proc.stdout):
+        out[link["ifname"]] = {
+            "mtu": link.get("mtu"),
+            "up": "UP" in link.get("flags", []),
+            "addresses": [
+                f"{a['local']}/{a['prefixlen']}"
+                for a in link.get("addr_info", [])
+                if a.get("scope") != "link"
+            ],
+        }
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def describe(ns: str) -> dict[str, Any]:
+    rec = state.load(ns)
+    if rec is None:
+        raise WgnsError(f"{ns} is not managed by wgns", hint="see `wgns status` for the list")
+    links = _addresses(ns)
+    daemons = {
+        e["ifname"]: e.get("result", {})
+        for e in rec.journal
+        if e.get("kind") == "wg_create" and e.get("backend") == "userspace"
+    }
+    interfaces = []
+    for entry in rec.interfaces:
+        ifname = entry["ifname"]
+        dev = wg.show(ifname, ns=ns if netns.exists(ns) else None)
+        link = links.get(ifname)
+        daemon = None
+        if ifname in daemons:
+            pid = int(daemons[ifname].get("pid", 0))
+            alive = process_alive(pid, daemons[ifname].get("starttime"))
+            daemon = {"pid": pid, "alive": alive}
+        interfaces.append(
+            {
+                "label": entry["label"],
+                "ifname": ifname,
+                "present": link is not None,
+                "up": bool(link and link["up"]),
+                "addresses": link["addresses"] if link else [],
+                "mtu": link["mtu"] if link else None,
+                "public_key": dev.public_key if dev else None,
+                "listen_port": dev.listen_port if dev else None,
+                "daemon": daemon,
+                "peers": [
+                    {
+                        "public_key": p.public_key,
+                        "endpoint": p.endpoint,
+                        "allowed_ips": list(p.allowed_ips),
+                        "latest_handshake": p.latest_handshake,
+                        "rx_bytes": p.rx_bytes,
+                        "tx_bytes": p.tx_bytes,
+                        "persistent_keepalive": p.persistent_keepalive,
+                        "preshared_key": p.has_preshared_key,
+                    }
+                    for p in (dev.peers if dev else ())
+                ],
+            }
+        )
+    pids = netns.pids_inside(ns)
+    return {
+        "name": ns,
+        "phase": rec.phase,
+        "owner": "wgns" if rec.created_ns else "pre-existing",
+        "exists": netns.exists(ns),
+        "backend": rec.backend,
+        "birthplace": rec.birthplace,
+        "profile": rec.profile,
+        "kill_switch": rec.kill_switch,
+        "ipv6": rec.ipv6,
+        "started_at": rec.started_at,
+        "interfaces": interfaces,
+        "processes": [{"pid": p, "comm": _comm(p)} for p in pids],
+    }
+
+
+def _ago(ts: int) -> str:
+    if ts == 0:
+        return "never"
+    s = int(time.time()) - ts
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} TiB"
+
+
+def render(ns: dict[str, Any]) -> str:
+    lines = [
+        f"namespace {ns['name']}: {ns['phase']}"
+        + ("" if ns["exists"] else " (namespace missing!)")
+        + f", {ns['backend']}, kill switch {'on' if ns['kill_switch'] else 'OFF'}, "
+        f"IPv6 {ns['ipv6']}",
+        f"  owner: {'created by wgns' if ns['owner'] == 'wgns' else 'pre-existing (left in place by down)'}"
+        + (f", birthplace {ns['birthplace']}" if ns["birthplace"] else ""),
+    ]
+    for i in ns["interfaces"]:
+        state_txt = "up" if i["up"] else ("down" if i["present"] else "MISSING")
+        lines.append(
+            f"  interface {i['ifname']} ({i['label']}): {state_txt}, mtu {i['mtu']}, "
+            f"{' '.join(i['addresses']) or 'no address'}"
+        )
+        if i["daemon"] is not None:
+            d = i["daemon"]
+            lines.append(f"    daemon: wireguard-go pid {d['pid']} {'running' if d['alive'] else 'DEAD'}")
+        for p in i["peers"]:
+            lines.append(
+                f"    peer {p['public_key']}: endpoint {p['endpoint'] or '-'}, "
+                f"handshake {_ago(p['latest_handshake'])}, "
+                f"rx {_size(p['rx_bytes'])}, tx {_size(p['tx_bytes'])}"
+            )
+            lines.append(f"      allowed ips: {', '.join(p['allowed_ips']) or '-'}")
+    procs = ns["processes"]
+    lines.append(
+        f"  processes: {len(procs)}"
+        + (": " + ", ".join(f"{p['comm']}[{p['pid']}]" for p in procs[:8]) if procs else "")
+    )
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.ns is not None:
+        netns.validate_name(args.ns)
+        names = [args.ns]
+    else:
+        names = state.managed()
+    described = [describe(n) for n in names]
+    if args.json:
+        json.dump({"format": FORMAT, "namespaces": described}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not described:
+        print("no namespaces managed by wgns")
+    else:
+        print("\n".join(render(d) for d in described))
+    return 0

@@ -1,0 +1,61 @@
+"""The one user-facing error type.
+
+Everything that should reach the user as a clean message (and not a traceback) is raised as a
+WgnsError. The CLI edge prints ``wgns: <message>`` and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class WgnsError(Exception):
+    """A failure the user can act on. Never carries secrets."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ConfigError(WgnsError):
+    """A profile or command line that cannot be used; nothing on the system was changed."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.key = key
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if line is not None:
+                where += f":{line}"
+            where += ": "
+        if key is not None:
+            message = f"{key}: {message}"
+        super().__init__(where + message, hint=hint)
+
+
+class UsageError(ConfigError):
+    """A bad command line."""

@@ -1,0 +1,87 @@
+"""The one place operations are applied.
+
+Every operation is appended to the state record's journal *before* it is applied, so the record
+always covers everything that may exist. On failure the journal is undone in reverse: exactly
+what was done is rolled back, and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Iterable
+
+from wgns import state
+from wgns.errors import WgnsError
+from wgns.ops import Op
+
+log = logging.getLogger("wgns")
+
+
+def _fault_point() -> tuple[int, bool] | None:
+    """Fault injection for the crash tests: WGNS_FAULT_KILL_AT=N kills this process with SIGKILL
+    right before applying operation N (0-based), and N+ right after applying it."""
+    spec = os.environ.get("WGNS_FAULT_KILL_AT")
+    if not spec:
+        return None
+    return int(spec.rstrip("+")), spec.endswith("+")
+
+
+class Executor:
+    def __init__(self, record: state.Record) -> None:
+        self.record = record
+        self._fault = _fault_point()
+
+    def _save(self) -> None:
+        state.save(self.record)
+
+    def apply(self, op: Op) -> None:
+        op.prepare()
+        entry = op.to_json()
+        self.record.journal.append(entry)
+        index = len(self.record.journal) - 1
+
+        def checkpoint() -> None:
+            self.record.journal[index] = op.to_json()
+            self._save()
+
+        op._checkpoint_cb = checkpoint  # type: ignore[attr-defined]
+        self._save()
+        log.debug("[#] %s", op.describe())
+        if self._fault == (index, False):
+            os.kill(os.getpid(), signal.SIGKILL)
+        op.apply()
+        if op.result != entry.get("result"):
+            checkpoint()
+        if self._fault == (index, True):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def apply_all(self, ops: Iterable[Op]) -> None:
+        """Apply OPS in order; on any failure undo everything journaled, then re-raise."""
+        try:
+            for op in ops:
+                self.apply(op)
+        except BaseException as exc:
+            errors = undo_journal(self.record.journal)
+            self.record.journal.clear()
+            if errors and isinstance(exc, WgnsError):
+                exc.message += " (rollback also failed: " + "; ".join(errors) + ")"
+            raise
+
+
+def undo_journal(journal: list[dict[str, object]]) -> list[str]:
+    """Undo every journaled op in reverse, best effort: keep going, return all errors."""
+    errors: list[str] = []
+    for entry in reversed(journal):
+        try:
+            op = Op.from_json(dict(entry))
+        except (KeyError, TypeError) as e:
+            errors.append(f"unknown journal entry {entry.get('kind')!r}: {e}")
+            continue
+        try:
+            log.debug("[#] undo: %s", op.describe())
+            op.undo()
+        except Exception as e:
+            errors.append(f"{op.describe()}: {e}")
+    return errors

@@ -1,0 +1,226 @@
+"""`up`, `down` and `--reload`: validate, plan, execute, record."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+from wgns import backend as backends
+from wgns import config, forward, killswitch, names, netns, probe, state
+from wgns.errors import ConfigError, WgnsError
+from wgns.executor import Executor, undo_journal
+from wgns.model import Backend, Profile
+from wgns.ops import RunHook, run
+from wgns.plan import Facts, down_hooks, plan_up
+
+log = logging.getLogger("wgns")
+
+
+@dataclass(frozen=True)
+class UpResult:
+    ns: str
+    already_up: bool
+    backend: str
+    ifnames: tuple[str, ...]
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP during `up`: roll back like Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _rollback_on_signals() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def netns_files(profile: Profile) -> dict[str, str]:
+    try:
+        from wgns.dnsfiles import dns_files
+    except ImportError:  # pragma: no cover - dnsfiles ships with wgns
+        lines = [f"nameserver {a}" for a in profile.dns]
+        if profile.dns_search:
+            lines.append("search " + " ".join(profile.dns_search))
+        return {"resolv.conf": "\n".join(lines) + "\n"}
+    return dns_files(profile.dns, profile.dns_search, profile.name)
+
+
+def gather_facts(profile: Profile) -> Facts:
+    """Everything `up` needs to know, read-only: a profile that cannot work fails here."""
+    if profile.birthplace is not None and not netns.exists(profile.birthplace):
+        raise ConfigError(
+            f"birthplace namespace {profile.birthplace!r} does not exist",
+            path=profile.source,
+            key="birthplace",
+        )
+    chosen = backends.resolve(profile.backend)
+    resolved = [probe.resolve_endpoints(i, where=profile.birthplace) for i in profile.interfaces]
+    return Facts(
+        ns_exists=netns.exists(profile.name),
+        backend=chosen,
+        mtus=probe.mtus_for(resolved, where=profile.birthplace),
+        setconf={i.name: config.wg_setconf_text(i) for i in resolved},
+        netns_files=netns_files(profile),
+        openings=forward.openings(profile.name, profile.forwards, profile.allow_host),
+    )
+
+
+def _new_record(profile: Profile, facts: Facts) -> state.Record:
+    return state.Record(
+        ns=profile.name,
+        created_ns=not facts.ns_exists,
+        profile=str(profile.source),
+        backend=facts.backend,
+        phase="starting",
+        birthplace=profile.birthplace,
+        birthplace_inode=netns.inode_of(profile.birthplace),
+        interfaces=[
+            {
+                "label": i.name,
+                "ifname": names.wg_ifname(profile.name, i.name),
+                "addresses": [a.with_prefixlen for a in i.addresses],
+                "mtu": facts.mtus[i.name],
+            }
+            for i in profile.interfaces
+        ],
+        ipv6="tunnelled" if profile.has_ipv6 else ("blocked" if profile.kill_switch else "open"),
+        kill_switch=profile.kill_switch,
+        extra={
+            "down_hooks": down_hooks(profile),
+            "nft_table": names.nft_table(profile.name),
+            "forwards": [forward.to_json(f) for f in profile.forwards],
+            # what `wgns check` renders the expected kill switch table from
+            **(
+                {"killswitch": killswitch.spec_for(profile, facts.openings).to_json()}
+                if profile.kill_switch
+                else {}
+            ),
+        },
+    )
+
+
+def up(profile: Profile, *, reload: bool = False) -> UpResult:
+    ns = profile.name
+    ifnames = tuple(names.wg_ifname(ns, i.name) for i in profile.interfaces)
+    if not profile.kill_switch:
+        log.warning(
+            "wgns: WARNING: kill switch disabled for %s: if the tunnel fails, traffic leaves "
+            "without it",
+            ns,
+        )
+    with state.locked(ns) as lock:
+        rec = state.load(ns)
+        if rec is not None and rec.phase == "up":
+            if reload:
+                _reload(profile, rec)
+            return UpResult(ns, True, rec.backend, tuple(i["ifname"] for i in rec.interfaces))
+        if rec is not None:
+            log.info("wgns: %s: cleaning up after an interrupted run", ns)
+            errors = undo_journal(rec.journal)
+            if errors:
+                raise WgnsError(f"cannot clean up the interrupted run of {ns}: {'; '.join(errors)}")
+            state.remove(ns)
+        try:
+            facts = gather_facts(profile)
+        except BaseException:
+            lock.release_files = True
+            raise
+        record = _new_record(profile, facts)
+        ops = plan_up(profile, facts)
+        with _rollback_on_signals():
+            try:
+                Executor(record).apply_all(ops)
+            except BaseException:
+                state.remove(ns)
+                lock.release_files = True  # leave /run/wgns as it was before this `up`
+                raise
+            record.phase = "up"
+            state.save(record)
+    return UpResult(ns, False, facts.backend, ifnames)
+
+
+def _reload(profile: Profile, rec: state.Record) -> None:
+    """Apply key and peer changes without dropping the tunnel (`wg syncconf`)."""
+    known = {i["label"]: i for i in rec.interfaces}
+    if set(known) != {i.name for i in profile.interfaces}:
+        raise WgnsError(
+            f"{rec.ns}: the profile's interfaces changed; --reload applies peer changes only",
+            hint=f"wgns down {rec.ns} && wgns up ...",
+        )
+    for iface in profile.interfaces:
+        entry = known[iface.name]
+        if [a.with_prefixlen for a in iface.addresses] != entry["addresses"]:
+            log.warning("wgns: %s: addresses changed; they apply at the next up", iface.name)
+        resolved = probe.resolve_endpoints(iface, where=rec.birthplace)
+        where = rec.ns if rec.backend == "kernel" else None
+        log.debug("[#] wg syncconf %s /dev/stdin", entry["ifname"])
+        run(
+            ["wg", "syncconf", entry["ifname"], "/dev/stdin"],
+            input=config.wg_setconf_text(resolved),
+            ns=where,
+        )
+
+
+def down(ns: str) -> tuple[bool, list[str]]:
+    """Undo everything wgns did to NS: (was it managed, the errors met). Teardown does not stop
+    at the first error; a partial teardown keeps the record so that `down` can be run again."""
+    netns.validate_name(ns)
+    with state.locked(ns, release_files=True):
+        rec = state.load(ns)
+        if rec is None:
+            return False, []
+        rec.phase = "stopping"
+        state.save(rec)
+        errors: list[str] = []
+        hooks = rec.extra.get("down_hooks", [])
+        errors.extend(_run_hooks(hooks, "pre-down"))
+        errors.extend(undo_journal(rec.journal))
+        errors.extend(_run_hooks(hooks, "post-down"))
+        if errors:
+            return True, errors
+        state.remove(ns)
+        return True, []
+
+
+def _run_hooks(hooks: list[dict[str, str | None]], when: str) -> list[str]:
+    errors = []
+    for h in hooks:
+        if h["when"] != when:
+            continue
+        where = h["ns"]
+        if where is not None and not netns.exists(where):
+            log.warning("wgns: %s hook skipped, namespace %s is gone: %s", when, where, h["command"])
+            continue
+        try:
+            RunHook(
+                when=when, command=str(h["command"]), ns=where, ifname=str(h["ifname"])
+            ).apply()
+        except (WgnsError, OSError) as e:
+            errors.append(str(e))
+    return errors
+
+
+def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
+    profile = config.load_profile(ref, name=name, backend=backend)
+    if backend is not None:
+        import dataclasses
+
+        profile = dataclasses.replace(profile, backend=Backend(backend))
+    return profile
+
+
+def leftover_processes(ns: str) -> list[int]:
+    me = os.getpid()
+    return [p for p in netns.pids_inside(ns) if p != me]

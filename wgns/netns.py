@@ -1,0 +1,189 @@
+"""Network namespaces: names, paths, and the one way to enter one.
+
+Namespaces are `ip netns`-compatible: a bind mount of the namespace at /run/netns/NAME, and
+per-namespace files under /etc/netns/NAME. Python 3.11 has no os.setns, so setns/unshare come from
+libc through ctypes.
+
+Entering a network namespace is per *thread* on Linux. :func:`entered` switches the calling thread
+and always switches back, so it is safe to use from the main thread of a short-lived command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from wgns.errors import ConfigError, WgnsError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_BIND = 4096
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MNT_DETACH = 2
+
+NETNS_RUN_DIR = Path("/run/netns")
+NETNS_ETC_DIR = Path("/etc/netns")
+
+# Longer than IFNAMSIZ on purpose: namespace names are files, not interface names.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}$")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source is not None else None,
+            target.encode(),
+            fstype.encode() if fstype is not None else None,
+            flags,
+            data.encode() if data is not None else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def validate_name(name: str, *, path: str | None = None, line: int | None = None) -> str:
+    """Namespace names become file names: refuse anything that could escape /run/netns."""
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise ConfigError(
+            f"invalid namespace name {name!r}",
+            path=path,
+            line=line,
+            hint="use letters, digits and _ . + = @ - (no '/', not '..', at most 128 characters)",
+        )
+    return name
+
+
+def path_of(name: str) -> Path:
+    return NETNS_RUN_DIR / name
+
+
+def etc_dir_of(name: str) -> Path:
+    return NETNS_ETC_DIR / name
+
+
+def exists(name: str) -> bool:
+    p = path_of(name)
+    try:
+        return p.exists() and os.path.ismount(p)
+    except OSError:
+        return False
+
+
+def inode_of(name: str | None) -> int:
+    """The inode that identifies a network namespace (None: the caller's own)."""
+    p = "/proc/thread-self/ns/net" if name is None else str(path_of(name))
+    return os.stat(p).st_ino
+
+
+def current_inode() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def list_names() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_RUN_DIR.iterdir() if os.path.ismount(p))
+    except FileNotFoundError:
+        return []
+
+
+def add(name: str) -> None:
+    """Create /run/netns/NAME exactly as `ip netns add` does (its mount propagation included)."""
+    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise WgnsError(f"cannot create namespace {name}: {proc.stderr.strip()}")
+
+
+def delete(name: str) -> bool:
+    """Remove /run/netns/NAME. Returns False when it was already gone."""
+    p = path_of(name)
+    if not p.exists():
+        return False
+    try:
+        umount(str(p))
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        p.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def entered(name: str | None) -> Iterator[None]:
+    """Run the block with the calling thread in network namespace NAME (None: stay put)."""
+    if name is None:
+        yield
+        return
+    target = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(target, CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            setns(home, CLONE_NEWNET)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def pids_inside(name: str) -> list[int]:
+    """Processes whose network namespace is NAME (best effort: needs root for other users)."""
+    try:
+        ino = inode_of(name)
+    except OSError:
+        return []
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino == ino:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

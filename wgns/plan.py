@@ -1,0 +1,127 @@
+"""Profile + facts about the system -> the list of operations for `up`. Pure: no I/O.
+
+Facts (does the namespace exist, which backend, endpoint addresses, MTUs) are gathered
+beforehand by `wgns.probe`, read-only, so that a profile that cannot work is refused before the
+first change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wgns import forward, killswitch, names
+from wgns.model import Interface, Profile
+from wgns.ops import (
+    AddNetns,
+    ConfigureWireguard,
+    CreateWireguard,
+    IpCommands,
+    LinkUp,
+    MoveLink,
+    NftTable,
+    Op,
+    RunHook,
+    WriteNetnsFiles,
+)
+
+
+@dataclass(frozen=True)
+class Facts:
+    ns_exists: bool
+    backend: str  # "kernel" | "userspace"
+    mtus: dict[str, int]  # interface label -> MTU to apply
+    setconf: dict[str, str]  # interface label -> `wg setconf` text, endpoints resolved (secret!)
+    netns_files: dict[str, str] = field(default_factory=dict)
+    openings: tuple[killswitch.Opening, ...] = ()
+
+
+def routes_for(iface: Interface, ifname: str) -> list[str]:
+    """wg-quick's routes: one per AllowedIPs prefix, most specific first; Table=off: none."""
+    if iface.table is not None and iface.table.lower() == "off":
+        return []
+    table = ""
+    if iface.table is not None and iface.table.lower() != "auto":
+        table = f" table {iface.table}"
+    nets = {n for p in iface.peers for n in p.allowed_ips}
+    ordered = sorted(nets, key=lambda n: (-n.prefixlen, n.version, str(n)))
+    lines = []
+    # no -4/-6: inside `ip -b` that is not allowed per line, and ip infers it from the prefix
+    for net in ordered:
+        lines.append(f"route replace {net} dev {ifname}{table}")
+    return lines
+
+
+def _without_replace_prelude(rules: str) -> str:
+    """In a namespace wgns has just created there is no table to replace; the `delete table`
+    that makes a replacement atomic costs an RCU grace period (~10-15 ms), so leave it out."""
+    return "".join(
+        line
+        for line in rules.splitlines(keepends=True)
+        if not line.startswith("delete table ") and not line.rstrip().endswith(" {}")
+    )
+
+
+def plan_up(profile: Profile, facts: Facts) -> list[Op]:
+    ns = profile.name
+    bp = profile.birthplace
+    ops: list[Op] = []
+    if not facts.ns_exists:
+        ops.append(AddNetns(ns=ns))
+    ifnames = [names.wg_ifname(ns, i.name) for i in profile.interfaces]
+    if profile.kill_switch:
+        table = names.nft_table(ns)
+        rules = killswitch.ruleset(table, ifnames, ipv6=profile.has_ipv6, openings=facts.openings)
+        if not facts.ns_exists:
+            rules = _without_replace_prelude(rules)
+        ops.append(NftTable(ns=ns, family=killswitch.FAMILY, table=table, ruleset=rules))
+    if facts.netns_files:
+        ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
+
+    def hooks(when: str, iface: Interface, ifname: str) -> list[Op]:
+        out: list[Op] = []
+        for h in (*profile.hooks, *iface.hooks):
+            if h.when.value == when and (h in iface.hooks or iface is profile.interfaces[0]):
+                where = ns if h.where.value == "inside" else bp
+                out.append(RunHook(when=when, command=h.command, ns=where, ifname=ifname))
+        return out
+
+    for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
+        ops.extend(hooks("pre-up", iface, ifname))
+        ops.append(CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns))
+        cfg = ConfigureWireguard(ifname=ifname, ns=bp, peers=len(iface.peers))
+        cfg._config = facts.setconf[iface.name]
+        ops.append(cfg)
+        ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
+        first = iface is profile.interfaces[0]
+        if first and facts.ns_exists:
+            ops.append(LinkUp(ns=ns, ifname="lo"))
+        lines = ["link set lo up"] if first and not facts.ns_exists else []
+        for addr in iface.addresses:
+            lines.append(f"address add {addr.with_prefixlen} dev {ifname}")
+        lines.append(f"link set dev {ifname} mtu {facts.mtus[iface.name]} up")
+        lines.extend(routes_for(iface, ifname))
+        ops.append(IpCommands(ns=ns, lines=lines))
+    # issue 5: the profile's [[forward]]s and allow_host, once the tunnel is up
+    spec = killswitch.spec_for(profile, facts.openings) if profile.kill_switch else None
+    fwd = forward.plan_op(ns, profile.forwards, profile.allow_host, spec)
+    if fwd is not None:
+        ops.append(fwd)
+    for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
+        ops.extend(hooks("post-up", iface, ifname))
+    return ops
+
+
+def down_hooks(profile: Profile) -> list[dict[str, str | None]]:
+    """PreDown/PostDown commands as stored in the state record (the profile may change later)."""
+    out: list[dict[str, str | None]] = []
+    for iface in profile.interfaces:
+        ifname = names.wg_ifname(profile.name, iface.name)
+        for h in (*iface.hooks, *(profile.hooks if iface is profile.interfaces[0] else ())):
+            if h.when.value in ("pre-down", "post-down"):
+                where = profile.name if h.where.value == "inside" else profile.birthplace
+                out.append({"when": h.when.value, "command": h.command, "ns": where, "ifname": ifname})
+    return out
+
+
+Planner = Callable[[Profile, Facts], list[Op]]

@@ -1,0 +1,121 @@
+"""Read-only facts about the system, gathered before `up` changes anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from ipaddress import ip_address
+from typing import Any
+
+from wgns import netns
+from wgns.errors import WgnsError
+from wgns.model import Endpoint, Interface, Peer
+
+DEFAULT_MTU = 1500
+WG_OVERHEAD = 80  # IPv6 (40) + UDP (8) + WireGuard (32): wg-quick's margin
+RESOLVE_TIMEOUT = float(os.environ.get("WGNS_RESOLVE_TIMEOUT", "15"))
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_host(host: str, port: int, *, where: str | None, timeout: float = RESOLVE_TIMEOUT) -> str:
+    """HOST -> an address literal, looked up from the birthplace namespace, retrying while the
+    resolver is temporarily unreachable (boot, network change). IPv4 preferred, as `wg` does."""
+    if _is_literal(host):
+        return host
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            with netns.entered(where):
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as e:
+            if e.errno == socket.EAI_AGAIN and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            raise WgnsError(
+                f"cannot resolve endpoint {host}: {e.strerror}",
+                hint="check the Endpoint, or the DNS of the namespace the tunnel starts from",
+            ) from None
+        v4 = [i for i in infos if i[0] == socket.AF_INET]
+        chosen = (v4 or infos)[0]
+        return str(chosen[4][0])
+
+
+def resolve_endpoints(iface: Interface, *, where: str | None) -> Interface:
+    peers: list[Peer] = []
+    for p in iface.peers:
+        if p.endpoint is not None and not _is_literal(p.endpoint.host):
+            addr = resolve_host(p.endpoint.host, p.endpoint.port, where=where)
+            p = dataclasses.replace(p, endpoint=Endpoint(addr, p.endpoint.port))
+        peers.append(p)
+    return dataclasses.replace(iface, peers=tuple(peers))
+
+
+def _ip_json(lines: Sequence[str], *, where: str | None) -> list[list[dict[str, Any]]]:
+    """Run read-only `ip -j` commands in one process; one JSON document per command."""
+    argv = ["ip", "-j", "-force", "-b", "-"]
+    if where is not None:
+        argv[1:1] = ["-n", where]
+    proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    docs: list[list[dict[str, Any]]] = []
+    dec = json.JSONDecoder()
+    text = proc.stdout
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        doc, pos = dec.raw_decode(text, pos)
+        docs.append(doc)
+    return docs
+
+
+def mtus_for(ifaces: Sequence[Interface], *, where: str | None) -> dict[str, int]:
+    """wg-quick's MTU rule for interfaces without MTU=: the largest MTU of the links the
+    endpoints are routed over (else of the default route's link, else 1500), minus 80."""
+    out: dict[str, int] = {}
+    need = [i for i in ifaces if i.mtu is None]
+    for i in ifaces:
+        if i.mtu is not None:
+            out[i.name] = i.mtu
+    if not need:
+        return out
+    endpoints = sorted({p.endpoint.host for i in need for p in i.peers if p.endpoint})
+    lines = ["link show"] + [f"route get {e}" for e in endpoints] + ["route show default"]
+    docs = _ip_json(lines, where=where)
+    links = {link["ifname"]: int(link.get("mtu", 0)) for link in (docs[0] if docs else [])}
+    routes: dict[str, dict[str, Any]] = {}
+    for e, doc in zip(endpoints, docs[1 : 1 + len(endpoints)], strict=False):
+        if doc:
+            routes[e] = doc[0]
+    default = docs[1 + len(endpoints)] if len(docs) > 1 + len(endpoints) else []
+
+    def route_mtu(r: dict[str, Any]) -> int:
+        for metric in r.get("metrics") or []:
+            if isinstance(metric, dict) and "mtu" in metric:
+                return int(metric["mtu"])
+        return links.get(str(r.get("dev", "")), 0)
+
+    for i in need:
+        mtu = 0
+        for p in i.peers:
+            if p.endpoint and p.endpoint.host in routes:
+                mtu = max(mtu, route_mtu(routes[p.endpoint.host]))
+        if mtu == 0 and default:
+            mtu = route_mtu(default[0])
+        out[i.name] = (mtu or DEFAULT_MTU) - WG_OVERHEAD
+    return out

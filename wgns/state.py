@@ -1,0 +1,191 @@
+"""The state record under /run/wgns: what wgns did to each namespace, written before doing it.
+
+/run/wgns/NS.json is a journal: every operation is appended (and the file atomically replaced)
+*before* the operation is applied. `down` undoes the journal in reverse order, so it is exact
+after a crash or a SIGKILL at any step. /run/wgns/NS.lock serialises `up`/`down` of one
+namespace; different namespaces never contend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wgns.errors import WgnsError
+
+STATE_DIR = Path("/run/wgns")
+FORMAT = 1
+
+
+@dataclass
+class Record:
+    ns: str
+    created_ns: bool = False  # False: the namespace existed before wgns touched it
+    profile: str = ""
+    backend: str = ""
+    phase: str = "starting"  # starting -> up -> stopping
+    birthplace: str | None = None  # netns name, or None for the namespace wgns ran in
+    birthplace_inode: int = 0
+    interfaces: list[dict[str, Any]] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    ipv6: str = "blocked"  # "tunnelled" | "blocked" | "open"
+    kill_switch: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "ns": self.ns,
+            "created_ns": self.created_ns,
+            "profile": self.profile,
+            "backend": self.backend,
+            "phase": self.phase,
+            "birthplace": self.birthplace,
+            "birthplace_inode": self.birthplace_inode,
+            "interfaces": self.interfaces,
+            "journal": self.journal,
+            "started_at": self.started_at,
+            "ipv6": self.ipv6,
+            "kill_switch": self.kill_switch,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Record:
+        return cls(
+            ns=d["ns"],
+            created_ns=bool(d.get("created_ns", False)),
+            profile=d.get("profile", ""),
+            backend=d.get("backend", ""),
+            phase=d.get("phase", "starting"),
+            birthplace=d.get("birthplace"),
+            birthplace_inode=int(d.get("birthplace_inode", 0)),
+            interfaces=list(d.get("interfaces", [])),
+            journal=list(d.get("journal", [])),
+            started_at=float(d.get("started_at", 0.0)),
+            ipv6=d.get("ipv6", "blocked"),
+            kill_switch=bool(d.get("kill_switch", True)),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+def path_of(ns: str) -> Path:
+    return STATE_DIR / f"{ns}.json"
+
+
+def _ensure_dir() -> None:
+    STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def save(rec: Record) -> None:
+    """Atomically replace the record (readers never see a half-written file)."""
+    _ensure_dir()
+    p = path_of(rec.ns)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    data = json.dumps(rec.to_json(), indent=1, sort_keys=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, p)
+
+
+def load(ns: str) -> Record | None:
+    try:
+        with open(path_of(ns)) as f:
+            return Record.from_json(json.load(f))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as e:
+        raise WgnsError(
+            f"state record {path_of(ns)} is unreadable: {e}",
+            hint="remove it by hand after checking `ip netns list`",
+        ) from e
+
+
+def remove(ns: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path_of(ns).unlink()
+
+
+def managed() -> list[str]:
+    try:
+        return sorted(p.stem for p in STATE_DIR.glob("*.json") if not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def is_up(ns: str) -> bool:
+    """True when wgns brought NS up completely and has not taken it down."""
+    try:
+        rec = load(ns)
+    except WgnsError:
+        return False
+    return rec is not None and rec.phase == "up"
+
+
+class Lock:
+    """Held by `locked`; set ``release_files`` to remove the lock file when it is let go."""
+
+    def __init__(self, release_files: bool) -> None:
+        self.release_files = release_files
+
+
+@contextlib.contextmanager
+def locked(ns: str, *, wait: float = 30.0, release_files: bool = False) -> Iterator[Lock]:
+    """Hold the per-namespace lock; a second `up`/`down` of NS waits up to WAIT seconds.
+
+    With RELEASE_FILES (used by `down`), the lock file, and /run/wgns when it is empty, are
+    removed on the way out so that nothing of wgns is left behind. A waiter that then gets the
+    lock on the unlinked file notices (different inode) and takes the lock again on a new file.
+    """
+    lock_path = STATE_DIR / f"{ns}.lock"
+    deadline = time.monotonic() + wait
+    while True:
+        _ensure_dir()
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue  # /run/wgns was removed under us by a finishing `down`
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise WgnsError(
+                            f"namespace {ns} is busy: another wgns is changing it",
+                            hint=f"wait for it, or check `wgns status {ns}`",
+                        ) from None
+                    time.sleep(0.02)
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                continue  # we locked a file a finishing `down` had already unlinked
+            handle = Lock(release_files)
+            try:
+                yield handle
+            finally:
+                if handle.release_files:
+                    with contextlib.suppress(OSError):
+                        lock_path.unlink()
+                    with contextlib.suppress(OSError):
+                        STATE_DIR.rmdir()
+            return
+        finally:
+            os.close(fd)
