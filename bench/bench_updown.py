@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wgns import backend as backends  # noqa: E402
-from wgns.sandbox import Sandbox  # noqa: E402
-from wgns.sim.provider import build_provider  # noqa: E402
+from wgns import backend as backends
+from wgns.sandbox import Sandbox
+from wgns.sim.provider import build_provider
 
 WORK = Path("/run/wgns-bench")  # inside the sandbox's private /run
 
@@ -83,7 +83,11 @@ def main() -> int:
         wgconf = WORK / "hand-wg.conf"
         wgconf.write_text(
             subprocess.run(
-                [*wgns, "strip", "/dev/stdin"], input=conf, capture_output=True, text=True, check=True
+                [*wgns, "strip", "/dev/stdin"],
+                input=conf,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
         )
         os.chmod(wgconf, 0o600)

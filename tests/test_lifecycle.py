@@ -29,12 +29,17 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
         out = []
         for k in sorted(set(a) | set(b), key=str):
             if k not in a or k not in b:
-                out.append(f"{path}/{k}: {'added' if k in b else 'removed'}: {(b if k in b else a)[k]!r:.300}")
+                what, value = ("added", b[k]) if k in b else ("removed", a[k])
+                out.append(f"{path}/{k}: {what}: {value!r:.300}")
             else:
                 out.extend(_diff(a[k], b[k], f"{path}/{k}"))
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _diff(x, y, f"{path}[{i}]")
+        ]
     return [] if a == b else [f"{path}: {a!r:.300} -> {b!r:.300}"]
 
 
@@ -203,7 +208,9 @@ def test_mtu_is_applied_explicit_and_by_wg_quick_rule(
     link = json.loads(sandbox.run(["ip", "-n", "auto", "-j", "link", "show"]).stdout)
     assert {x["ifname"]: x["mtu"] for x in link}[ifname_of(wgns, "auto")] == 1320
     # and it really carries packets of that size without fragmentation on the inside
-    sandbox.run(["ping", "-c1", "-W3", "-M", "do", "-s", str(1320 - 28), "198.19.0.1"], netns="auto")
+    sandbox.run(
+        ["ping", "-c1", "-W3", "-M", "do", "-s", str(1320 - 28), "198.19.0.1"], netns="auto"
+    )
     wgns("down", "explicit")
     wgns("down", "auto")
 
@@ -269,8 +276,13 @@ def test_up_twice_is_not_an_error_and_reload_changes_peers_without_dropping(
     again = wgns("up", path, "--name", NS)
     assert again.returncode == 0 and "already up" in again.stderr
     pid_before = status(wgns)["interfaces"][0]["daemon"]["pid"]
-    wgns("up", write_profile(sandbox, provider.client_conf(client, keepalive=7)), "--name", NS,
-         "--reload")
+    wgns(
+        "up",
+        write_profile(sandbox, provider.client_conf(client, keepalive=7)),
+        "--name",
+        NS,
+        "--reload",
+    )
     st = status(wgns)
     assert st["interfaces"][0]["daemon"]["pid"] == pid_before  # same tunnel, not rebuilt
     assert st["interfaces"][0]["peers"][0]["persistent_keepalive"] == 7
@@ -330,8 +342,9 @@ def test_sigkill_at_every_step_of_up_then_down_restores_everything(
     assert steps >= 6
     for step in range(steps):
         for when in ("", "+"):
-            proc = wgns("up", path, "--name", NS, check=False,
-                        env={"WGNS_FAULT_KILL_AT": f"{step}{when}"})
+            proc = wgns(
+                "up", path, "--name", NS, check=False, env={"WGNS_FAULT_KILL_AT": f"{step}{when}"}
+            )
             assert proc.returncode == -9, (step, when, proc.stderr)
             down = wgns("down", NS, check=False)
             assert down.returncode == 0, (step, when, down.stderr)
@@ -363,8 +376,9 @@ def test_concurrent_ups(sandbox: Sandbox, provider: Provider, wgns: Any) -> None
     results.clear()
     paths = [write_profile(sandbox, provider.client_conf(), f"p{i}.conf") for i in range(3)]
     threads = [
-        threading.Thread(target=lambda p=p, i=i: results.append(
-            wgns("up", p, "--name", f"par{i}", check=False)))
+        threading.Thread(
+            target=lambda p=p, i=i: results.append(wgns("up", p, "--name", f"par{i}", check=False))
+        )
         for i, p in enumerate(paths)
     ]
     for t in threads:
@@ -414,9 +428,7 @@ def test_world_readable_key_and_bad_names_are_refused(
     assert_same(before, sandbox.snapshot())
 
 
-def test_failure_midway_rolls_back_exactly(
-    sandbox: Sandbox, provider: Provider, wgns: Any
-) -> None:
+def test_failure_midway_rolls_back_exactly(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
     # a PostUp hook that fails: everything done before it is undone, nothing else
     conf = provider.client_conf().replace("[Interface]\n", "[Interface]\nPostUp = false\n", 1)
     path = write_profile(sandbox, conf)

@@ -94,8 +94,7 @@ def start_userspace(
     env.pop("WG_UAPI_FD", None)
     sock = socket_path(ifname)
     # An unlinked file, not a pipe: Go dies of SIGPIPE writing to a closed stderr pipe.
-    errlog = tempfile.TemporaryFile()
-    with netns.entered(birthplace), errlog:
+    with netns.entered(birthplace), tempfile.TemporaryFile() as errlog:
         try:
             proc = subprocess.Popen(
                 [USERSPACE_BINARY, "-f", ifname],

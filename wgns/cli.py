@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 import traceback
 
 from wgns import __version__
 from wgns.errors import EXIT_FAILURE, EXIT_USAGE, WgnsError
-
-log = logging.getLogger("wgns")
 
 # command name -> module that registers it (order is the order in --help)
 COMMANDS: dict[str, str] = {
@@ -79,11 +76,9 @@ def _pick_command(argv: list[str]) -> str | None:
 
 
 def setup_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
-    log.propagate = False
+    from wgns import log
+
+    log.set_debug(debug)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,16 +7,13 @@ what was done is rolled back, and nothing else.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from collections.abc import Iterable
 
-from wgns import state
+from wgns import log, netns, state
 from wgns.errors import WgnsError
-from wgns.ops import Op
-
-log = logging.getLogger("wgns")
+from wgns.ops import Op, Teardown
 
 
 def _fault_point() -> tuple[int, bool] | None:
@@ -73,6 +70,9 @@ class Executor:
 def undo_journal(journal: list[dict[str, object]]) -> list[str]:
     """Undo every journaled op in reverse, best effort: keep going, return all errors."""
     errors: list[str] = []
+    created = {str(e["ns"]) for e in journal if e.get("kind") == "netns_add"}
+    doomed = frozenset(ns for ns in created if not netns.pids_inside(ns))
+    ctx = Teardown(doomed=doomed)
     for entry in reversed(journal):
         try:
             op = Op.from_json(dict(entry))
@@ -81,7 +81,7 @@ def undo_journal(journal: list[dict[str, object]]) -> list[str]:
             continue
         try:
             log.debug("[#] undo: %s", op.describe())
-            op.undo()
+            op.undo(ctx)
         except Exception as e:
             errors.append(f"{op.describe()}: {e}")
     return errors

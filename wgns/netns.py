@@ -15,7 +15,6 @@ import ctypes
 import errno
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ CLONE_NEWNET = 0x40000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MS_BIND = 4096
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -130,11 +130,44 @@ def list_names() -> list[str]:
         return []
 
 
+def _share_run_dir() -> None:
+    """Make /run/netns a shared mount, as iproute2 does, so that namespace bind mounts made
+    here propagate to every mount namespace (and `ip netns exec` from elsewhere sees them)."""
+    NETNS_RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        mount("", str(NETNS_RUN_DIR), "none", MS_SHARED | MS_REC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        # not a mount point yet: bind it onto itself first
+        mount(str(NETNS_RUN_DIR), str(NETNS_RUN_DIR), "none", MS_BIND | MS_REC)
+        mount("", str(NETNS_RUN_DIR), "none", MS_SHARED | MS_REC)
+
+
 def add(name: str) -> None:
-    """Create /run/netns/NAME exactly as `ip netns add` does (its mount propagation included)."""
-    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise WgnsError(f"cannot create namespace {name}: {proc.stderr.strip()}")
+    """Create /run/netns/NAME exactly as `ip netns add` does, without a process: a fresh network
+    namespace (made by this thread, which then returns home) bind-mounted on the file."""
+    try:
+        _share_run_dir()
+        fd = os.open(path_of(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
+    except FileExistsError:
+        raise WgnsError(f"cannot create namespace {name}: /run/netns/{name} exists") from None
+    except OSError as e:
+        raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
+    os.close(fd)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        unshare(CLONE_NEWNET)
+        try:
+            mount("/proc/thread-self/ns/net", str(path_of(name)), "none", MS_BIND)
+        finally:
+            setns(home, CLONE_NEWNET)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            path_of(name).unlink()
+        raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
+    finally:
+        os.close(home)
 
 
 def delete(name: str) -> bool:

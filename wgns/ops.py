@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 
 from wgns import netns
 from wgns.errors import WgnsError
+from wgns.model import Interface
 
 WIREGUARD_RUN_DIR = Path("/run/wireguard")
 _GONE_MARKERS = (
@@ -125,6 +127,26 @@ def _is_zombie(pid: int) -> bool:
     return data[data.rindex(")") + 2] == "Z"
 
 
+@dataclass(frozen=True)
+class Teardown:
+    """What an undo may rely on: DOOMED namespaces are deleted later in this same teardown and
+    hold no processes, so whatever lives only inside them goes with them."""
+
+    doomed: frozenset[str] = frozenset()
+
+
+def link_exists(ifname: str, *, ns: str | None) -> bool:
+    """Without a process: if_nametoindex answers for the calling thread's namespace."""
+    if ns is not None and not netns.exists(ns):
+        return False
+    with netns.entered(ns):
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class Op:
     """Base class: subclasses are dataclasses registered by their ``kind``."""
@@ -153,7 +175,7 @@ class Op:
         if cb is not None:
             cb()
 
-    def undo(self) -> None:
+    def undo(self, ctx: Teardown) -> None:
         """Reverse apply; tolerate "never applied" and "already gone"."""
 
     def to_json(self) -> dict[str, Any]:
@@ -177,9 +199,9 @@ class AddNetns(Op):
         return f"ip netns add {self.ns}"
 
     def apply(self) -> None:
-        ip_batch([f"netns add {self.ns}"])
+        netns.add(self.ns)
 
-    def undo(self) -> None:
+    def undo(self, ctx: Teardown) -> None:
         netns.delete(self.ns)
 
 
@@ -214,7 +236,7 @@ class WriteNetnsFiles(Op):
             os.chmod(tmp, 0o644)
             os.replace(tmp, d / name)
 
-    def undo(self) -> None:
+    def undo(self, ctx: Teardown) -> None:
         d = netns.etc_dir_of(self.ns)
         prior: dict[str, str | None] = self.result.get("prior", {})
         for name in self.files:
@@ -262,40 +284,59 @@ class CreateWireguard(Op):
         self.result["starttime"] = starttime
         self.checkpoint()
 
-    def undo(self) -> None:
-        errors = []
-        for where in (self.target, self.birthplace):
-            try:
-                del_link(self.ifname, ns=where)
-            except WgnsError as e:
-                errors.append(str(e))
+    def undo(self, ctx: Teardown) -> None:
         if self.backend == "userspace":
             pid = int(self.result.get("pid", 0))
             if pid:
+                # the daemon closes its TUN on the way out, which removes the interface
                 stop_process(pid, self.result.get("starttime"))
             with contextlib.suppress(FileNotFoundError):
                 (WIREGUARD_RUN_DIR / f"{self.ifname}.sock").unlink()
             with contextlib.suppress(OSError):
                 WIREGUARD_RUN_DIR.rmdir()
+        errors = []
+        for where in (self.target, self.birthplace):
+            if where is not None and where in ctx.doomed:
+                continue  # destroyed with its namespace, which nothing else holds
+            try:
+                if link_exists(self.ifname, ns=where):
+                    del_link(self.ifname, ns=where)
+            except WgnsError as e:
+                errors.append(str(e))
         if errors:
             raise WgnsError("; ".join(errors))
 
 
 @dataclass
 class ConfigureWireguard(Op):
-    """`wg setconf` with the config on stdin: the private key never appears in argv."""
+    """Keys and peers, never through argv: the UAPI socket for wireguard-go, `wg setconf` with
+    the config on stdin for the kernel."""
 
     kind: ClassVar[str] = "wg_config"
     ifname: str
     ns: str | None  # where the device is when configured
+    backend: str = "kernel"
     peers: int = 0
-    _config: str = field(default="", repr=False, kw_only=True)
+    _iface: Interface | None = field(default=None, repr=False, kw_only=True)
 
     def describe(self) -> str:
-        return f"wg setconf {self.ifname} /dev/stdin ({self.peers} peer(s), key not shown)"
+        how = "uapi set" if self.backend == "userspace" else "wg setconf"
+        return f"{how} {self.ifname} ({self.peers} peer(s), keys not shown)"
 
     def apply(self) -> None:
-        run(["wg", "setconf", self.ifname, "/dev/stdin"], input=self._config, ns=self.ns)
+        assert self._iface is not None, "configure needs the interface (never journaled)"
+        if self.backend == "userspace":
+            from wgns import backend, wg
+
+            wg.uapi_set(str(backend.socket_path(self.ifname)), self._iface)
+            return
+        from wgns import config
+
+        run(
+            ["wg", "setconf", self.ifname, "/dev/stdin"],
+            input=config.wg_setconf_text(self._iface),
+            ns=self.ns,
+        )
 
 
 @dataclass
@@ -349,7 +390,7 @@ class LinkUp(Op):
     def apply(self) -> None:
         ip_batch([f"link set {self.ifname} up"], ns=self.ns)
 
-    def undo(self) -> None:
+    def undo(self, ctx: Teardown) -> None:
         if self.result.get("was_up", True) or not netns.exists(self.ns):
             return
         # bringing lo up made the kernel add 127.0.0.1/8 and ::1: take them away again
@@ -373,9 +414,9 @@ class NftTable(Op):
     def apply(self) -> None:
         run(["nft", "-f", "-"], input=self.ruleset, ns=self.ns)
 
-    def undo(self) -> None:
-        if self.ns is not None and not netns.exists(self.ns):
-            return
+    def undo(self, ctx: Teardown) -> None:
+        if self.ns is not None and (self.ns in ctx.doomed or not netns.exists(self.ns)):
+            return  # a table dies with its namespace; deleting it first costs an RCU grace period
         proc = run(["nft", "delete", "table", self.family, self.table], ns=self.ns, check=False)
         if proc.returncode != 0 and not (
             _gone(proc.stderr) or "No such file" in proc.stderr or proc.stderr == ""

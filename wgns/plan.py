@@ -31,7 +31,7 @@ class Facts:
     ns_exists: bool
     backend: str  # "kernel" | "userspace"
     mtus: dict[str, int]  # interface label -> MTU to apply
-    setconf: dict[str, str]  # interface label -> `wg setconf` text, endpoints resolved (secret!)
+    resolved: dict[str, Interface]  # interface label -> the interface, endpoints resolved
     netns_files: dict[str, str] = field(default_factory=dict)
     openings: tuple[killswitch.Opening, ...] = ()
 
@@ -89,8 +89,10 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
     for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
         ops.extend(hooks("pre-up", iface, ifname))
         ops.append(CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns))
-        cfg = ConfigureWireguard(ifname=ifname, ns=bp, peers=len(iface.peers))
-        cfg._config = facts.setconf[iface.name]
+        cfg = ConfigureWireguard(
+            ifname=ifname, ns=bp, backend=facts.backend, peers=len(iface.peers)
+        )
+        cfg._iface = facts.resolved[iface.name]
         ops.append(cfg)
         ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
         first = iface is profile.interfaces[0]
@@ -120,7 +122,9 @@ def down_hooks(profile: Profile) -> list[dict[str, str | None]]:
         for h in (*iface.hooks, *(profile.hooks if iface is profile.interfaces[0] else ())):
             if h.when.value in ("pre-down", "post-down"):
                 where = profile.name if h.where.value == "inside" else profile.birthplace
-                out.append({"when": h.when.value, "command": h.command, "ns": where, "ifname": ifname})
+                out.append(
+                    {"when": h.when.value, "command": h.command, "ns": where, "ifname": ifname}
+                )
     return out
 
 

@@ -29,7 +29,9 @@ def _is_literal(host: str) -> bool:
     return True
 
 
-def resolve_host(host: str, port: int, *, where: str | None, timeout: float = RESOLVE_TIMEOUT) -> str:
+def resolve_host(
+    host: str, port: int, *, where: str | None, timeout: float = RESOLVE_TIMEOUT
+) -> str:
     """HOST -> an address literal, looked up from the birthplace namespace, retrying while the
     resolver is temporarily unreachable (boot, network change). IPv4 preferred, as `wg` does."""
     if _is_literal(host):

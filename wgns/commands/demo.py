@@ -21,7 +21,10 @@ DEMO_NS = "wgns-demo"
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
-def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = sub.add_parser(
         "demo",
         help="run wgns against a simulated VPN provider in a private sandbox",
@@ -34,7 +37,9 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
 
 def _wgns(args: Sequence[str], *, debug: bool) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    env["PYTHONPATH"] = PACKAGE_PARENT + (
+        os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else ""
+    )
     argv = [sys.executable, "-m", "wgns", *args, *(["--debug"] if debug else [])]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

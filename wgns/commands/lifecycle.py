@@ -6,12 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from wgns import lifecycle
-from wgns import netns
+from wgns import lifecycle, netns
 from wgns.errors import WgnsError
 
 
-def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = sub.add_parser(
         "up",
         help="bring a confined namespace up from a profile",
@@ -40,7 +42,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     profile = lifecycle.load(args.profile, name=args.name, backend=args.backend)
     result = lifecycle.up(profile, reload=args.reload)
     if result.already_up:
-        what = "reloaded" if args.reload else "already up (nothing changed; --reload applies peer changes)"
+        what = (
+            "reloaded"
+            if args.reload
+            else "already up (nothing changed; --reload applies peer changes)"
+        )
         print(f"wgns: {result.ns} is {what}", file=sys.stderr)
     else:
         print(

@@ -21,7 +21,10 @@ from wgns.ops import process_alive
 FORMAT = 1
 
 
-def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = sub.add_parser("status", help="show managed namespaces, tunnels and peers")
     common(p)
     p.add_argument("ns", metavar="NS", nargs="?")
@@ -141,7 +144,8 @@ def render(ns: dict[str, Any]) -> str:
         + ("" if ns["exists"] else " (namespace missing!)")
         + f", {ns['backend']}, kill switch {'on' if ns['kill_switch'] else 'OFF'}, "
         f"IPv6 {ns['ipv6']}",
-        f"  owner: {'created by wgns' if ns['owner'] == 'wgns' else 'pre-existing (left in place by down)'}"
+        "  owner: "
+        + ("created by wgns" if ns["owner"] == "wgns" else "pre-existing (left in place by down)")
         + (f", birthplace {ns['birthplace']}" if ns["birthplace"] else ""),
     ]
     for i in ns["interfaces"]:
@@ -152,7 +156,9 @@ def render(ns: dict[str, Any]) -> str:
         )
         if i["daemon"] is not None:
             d = i["daemon"]
-            lines.append(f"    daemon: wireguard-go pid {d['pid']} {'running' if d['alive'] else 'DEAD'}")
+            lines.append(
+                f"    daemon: wireguard-go pid {d['pid']} {'running' if d['alive'] else 'DEAD'}"
+            )
         for p in i["peers"]:
             lines.append(
                 f"    peer {p['public_key']}: endpoint {p['endpoint'] or '-'}, "
