@@ -35,13 +35,19 @@ def register(
     p.set_defaults(func=cmd_demo)
 
 
-def _wgns(args: Sequence[str], *, debug: bool) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_PARENT + (
-        os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else ""
+def self_argv() -> list[str]:
+    """How to run this wgns as a command, the way the installed launcher does: isolated mode
+    and no site-packages (wgns needs neither), so cached bytecode is used."""
+    code = (
+        f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
+        "from wgns.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    argv = [sys.executable, "-m", "wgns", *args, *(["--debug"] if debug else [])]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    return [sys.executable, "-I", "-S", "-c", code]
+
+
+def _wgns(args: Sequence[str], *, debug: bool) -> subprocess.CompletedProcess[str]:
+    argv = [*self_argv(), *args, *(["--debug"] if debug else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise WgnsError(f"demo: `wgns {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc
@@ -73,22 +79,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
             provider.client_conf(endpoint=f"{provider.endpoint_host}:51820"),
             mode=0o600,
         )
-        step(f"profile: a wg-quick config from the provider, {profile} (mode 600)")
-        for line in _wgns(["strip", profile], debug=False).stdout.splitlines():
-            if not line.lower().startswith(("privatekey", "presharedkey")):
+        step(f"profile: a wg-quick config from the provider, {profile} (mode 600):")
+        for line in sandbox.read_text(profile).splitlines():
+            if line.lower().startswith(("privatekey", "presharedkey")):
+                line = line.split("=", 1)[0] + "= (hidden)"
+            if line.strip():
                 print(f"          {line}")
+        t_up = time.monotonic()
         _wgns(["up", profile, "--name", DEMO_NS], debug=args.debug)
-        step(f"wgns up {profile} --name {DEMO_NS}: up")
-        inside = _wgns(
-            ["exec", DEMO_NS, "--", "curl", "-sS", "--max-time", "5", "http://whoami.test/"],
-            debug=False,
-        ).stdout.strip()
+        step(f"wgns up {profile} --name {DEMO_NS}: up in {time.monotonic() - t_up:.2f}s")
+        curl = ["curl", "-sS", "--max-time", "5", "http://whoami.test/"]
+        inside4 = _wgns(["exec", DEMO_NS, "--", *curl, "-4"], debug=False).stdout.strip()
+        inside6 = _wgns(["exec", DEMO_NS, "--", *curl, "-6"], debug=False).stdout.strip()
         outside = sandbox.run(
             ["curl", "-sS", "--max-time", "5", f"http://{provider.web_v4}/"]
         ).stdout.strip()
         step(
-            f"inside {DEMO_NS}: curl http://whoami.test/ -> seen from {inside} "
-            f"(the provider's address); from the host itself: {outside}"
+            f"inside {DEMO_NS}: `wgns exec {DEMO_NS} -- curl http://whoami.test/` is seen from "
+            f"{inside4} and {inside6} (the provider's addresses); from the host itself: {outside}"
         )
         tunnel_dns = [q for q in provider.dns_queries() if q[0] == "whoami.test"]
         isp_dns = [q for q in provider.isp_dns_queries() if q[0] == "whoami.test"]
@@ -96,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"DNS: whoami.test answered by the tunnel's resolver {provider.dns_v4} "
             f"({len(tunnel_dns)} queries there, {len(isp_dns)} at the ISP's resolver)"
         )
-        if inside == outside or not tunnel_dns or isp_dns:
+        if outside in (inside4, inside6) or not tunnel_dns or isp_dns:
             raise WgnsError("demo: traffic did not go through the tunnel as expected")
         print(_wgns(["status", DEMO_NS], debug=False).stdout.rstrip())
         _wgns(["down", DEMO_NS], debug=args.debug)
