@@ -1,0 +1,25 @@
+"""The simulated VPN provider used by the tests and by `wgns demo`.
+
+See :mod:`wgns.sim.provider` for the topology. Servers (:mod:`wgns.sim.dnsserver`,
+:mod:`wgns.sim.echo`) are stdlib-only scripts run inside the sandbox's namespaces.
+"""
+
+from wgns.sim.provider import (
+    Capture,
+    Client,
+    Packet,
+    Provider,
+    ProviderError,
+    Server,
+    build_provider,
+)
+
+__all__ = [
+    "Capture",
+    "Client",
+    "Packet",
+    "Provider",
+    "ProviderError",
+    "Server",
+    "build_provider",
+]
