@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -11,14 +10,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 from wgns import backend as backends
-from wgns import config, forward, killswitch, names, netns, probe, state
+from wgns import config, forward, killswitch, log, names, netns, probe, state
 from wgns.errors import ConfigError, WgnsError
 from wgns.executor import Executor, undo_journal
 from wgns.model import Backend, Profile
 from wgns.ops import RunHook, run
 from wgns.plan import Facts, down_hooks, plan_up
-
-log = logging.getLogger("wgns")
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ def gather_facts(profile: Profile) -> Facts:
         ns_exists=netns.exists(profile.name),
         backend=chosen,
         mtus=probe.mtus_for(resolved, where=profile.birthplace),
-        setconf={i.name: config.wg_setconf_text(i) for i in resolved},
+        resolved={i.name: i for i in resolved},
         netns_files=netns_files(profile),
         openings=forward.openings(profile.name, profile.forwards, profile.allow_host),
     )
