@@ -40,7 +40,6 @@ import fcntl
 import hashlib
 import ipaddress
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -51,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from wgns import killswitch, names, netns, state
+from wgns import killswitch, log, names, netns, state
 from wgns.errors import UsageError, WgnsError
 from wgns.model import Forward, ForwardMode, IPNetwork, Proto
 from wgns.ops import (
@@ -64,8 +63,6 @@ from wgns.ops import (
     run,
     stop_process,
 )
-
-log = logging.getLogger("wgns")
 
 POOL_ENV = "WGNS_FORWARD_POOL"
 # RFC 3927 link-local: never routed beyond a link, and each veth pair is a link of its own.

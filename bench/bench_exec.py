@@ -1,0 +1,148 @@
+"""How long `wgns exec NS -- true` takes, next to what people use today (issue 3).
+
+    sudo python3 bench/bench_exec.py [-n 40]
+
+Everything runs inside a private sandbox (wgns.sandbox) with the simulated provider and a
+namespace brought up by the real `wgns up`; the host is not touched. Each round runs every
+variant once, in turn, so that load from anything else on the machine hits them alike. Printed:
+the median, 10th and 90th percentile wall time of each variant, and the two ratios the issue
+asks for:
+
+    wgns exec / double-sudo helper   (target: <= 1.0)
+    wgns exec / bare `ip netns exec`
+
+plus rows that explain the difference: the interpreter's own start-up, and `python -I -S`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from wgns.sandbox import SANDBOX_TMP, Sandbox  # noqa: E402
+from wgns.sim import build_provider  # noqa: E402
+
+NS = "bench"
+UID = GID = 4000
+
+# Runs inside the sandbox: times each variant N times, round-robin; prints JSON.
+INNER = r"""
+import json, os, statistics, subprocess, sys, time
+variants = json.loads(sys.argv[1])
+n = int(sys.argv[2])
+os.chdir(sys.argv[3])  # `python -m wgns` finds this checkout from here, even under sudo
+times = {name: [] for name in variants}
+for name, (argv, env) in variants.items():  # warm-up: caches, page cache, pyc
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+for _ in range(n):
+    for name, (argv, env) in variants.items():
+        t = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        times[name].append(time.perf_counter() - t)
+def q(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+print(json.dumps({k: {"median": statistics.median(v), "p10": q(v, 0.1), "p90": q(v, 0.9)}
+                  for k, v in times.items()}))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-n", type=int, default=40, help="rounds (default 40)")
+    ap.add_argument("--json", action="store_true", help="print the raw numbers as JSON too")
+    args = ap.parse_args()
+
+    # an installed wgns has its bytecode compiled; this checkout may not (PYTHONDONTWRITEBYTECODE)
+    compileall.compile_dir(str(REPO / "wgns"), quiet=1)
+    py = sys.executable
+    sb = Sandbox.spawn()
+    try:
+        provider = build_provider(sb)
+        passwd = sb.read_text("/etc/passwd")
+        sb.write_file("/etc/passwd", passwd + f"bench:x:{UID}:{GID}::/tmp:/bin/sh\n")
+        sb.write_file("/etc/group", sb.read_text("/etc/group") + f"bench:x:{GID}:\n")
+        profile = f"{SANDBOX_TMP}/{NS}.conf"
+        sb.write_file(profile, provider.client_conf(provider.new_client()), mode=0o600)
+        env = sb.python_env(dict(os.environ))
+        sb.run([py, "-m", "wgns", "up", profile, "--name", NS], env=env)
+
+        # wgns as run by `sudo wgns ...` typed by user UID: sudo's variables name the user
+        as_user = dict(env, SUDO_UID=str(UID), SUDO_GID=str(GID), SUDO_USER="bench")
+        variants: dict[str, tuple[list[str], dict[str, str]]] = {
+            "wgns exec": ([py, "-m", "wgns", "exec", NS, "--", "true"], as_user),
+        }
+        sudo = shutil.which("sudo")
+        if sudo:
+            inner = [sudo, "-E", "-u", f"#{UID}", "-g", f"#{GID}", "true"]
+            variants["double-sudo helper"] = ([sudo, "-E", "ip", "netns", "exec", NS, *inner], env)
+        variants["bare ip netns exec"] = (["ip", "netns", "exec", NS, "true"], env)
+        if sudo:
+            variants["sudo wgns exec"] = (
+                [sudo, "-E", py, "-m", "wgns", "exec", NS, "--user", f"#{UID}", "--", "true"],
+                env,
+            )
+        variants["wgns exec, fast entry (no argparse/logging)"] = (
+            [py, "-m", "wgns.commands.exec", "exec", NS, "--", "true"],
+            as_user,
+        )
+        # what a launcher that starts Python without site (-I -S) would cost
+        boot = f"import sys; sys.path.insert(0, {str(REPO)!r}); from wgns.%s import main; main()"
+        variants["wgns exec, python3 -I -S launcher"] = (
+            [py, "-I", "-S", "-c", boot % "cli", "exec", NS, "--", "true"],
+            as_user,
+        )
+        variants["wgns exec, -I -S launcher + fast entry"] = (
+            [py, "-I", "-S", "-c", boot % "commands.exec", "exec", NS, "--", "true"],
+            as_user,
+        )
+        variants["python3 -c pass (interpreter start-up)"] = ([py, "-c", "pass"], env)
+        variants["python3 -I -S -c pass (no site hooks)"] = ([py, "-I", "-S", "-c", "pass"], env)
+        # the modules an exec path cannot do without: what wgns's own imports add on top
+        floor = "import ctypes, errno, json, os, pwd, signal, stat"
+        variants["python3 -I -S + ctypes, json, pwd"] = ([py, "-I", "-S", "-c", floor], env)
+
+        out = sb.run(
+            [py, "-I", "-S", "-c", INNER, json.dumps(variants), str(args.n), str(REPO)],
+            timeout=3600,
+        )
+        res = json.loads(out.stdout)
+        sb.run([py, "-m", "wgns", "down", NS], env=env)
+        provider.close()
+    finally:
+        sb.close()
+
+    print(f"`wgns exec {NS} -- true` and friends, {args.n} rounds, inside a sandbox (ms):")
+    print(f"{'':46} {'median':>8} {'p10':>8} {'p90':>8}")
+    for name, r in res.items():
+        print(f"{name:46} {r['median'] * 1e3:8.2f} {r['p10'] * 1e3:8.2f} {r['p90'] * 1e3:8.2f}")
+    ours = res["wgns exec"]["median"]
+    if "double-sudo helper" in res:
+        ratio = ours / res["double-sudo helper"]["median"]
+        verdict = "meets" if ratio <= 1.0 else "misses"
+        print(f"ratio wgns exec / double-sudo helper: {ratio:.2f}  ({verdict} the <= 1.0 target)")
+    else:
+        print("ratio wgns exec / double-sudo helper: n/a (sudo is not installed)")
+    print(
+        f"ratio wgns exec / bare ip netns exec:  {ours / res['bare ip netns exec']['median']:.2f}"
+    )
+    floor = res["python3 -c pass (interpreter start-up)"]["median"]
+    print(
+        f"of wgns exec's {ours * 1e3:.1f} ms, {floor * 1e3:.1f} ms is the interpreter starting "
+        f"(site hooks included), {(ours - floor) * 1e3:.1f} ms imports and work"
+    )
+    if args.json:
+        print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""`wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]` and `wgns shell NS`.
+
+Besides :func:`register` (the argparse path of wgns/cli.py), :func:`main` parses these two
+commands by hand, without importing argparse or logging: `wgns exec` is a wrapper around other
+commands and its start-up time is the price of every wrapped command. See docs/exec.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wgns.errors import UsageError, WgnsError
+
+if TYPE_CHECKING:
+    import argparse
+
+_EXEC_USAGE = "wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]"
+_SHELL_USAGE = "wgns shell NS [--user USER] [--if-up]"
+
+_EXEC_DESCRIPTION = """\
+Run CMD inside namespace NS as the invoking user (SUDO_UID/SUDO_GID or PKEXEC_UID, else the
+caller), with /etc/netns/NS/* shown at /etc, NS's own /sys, and the host's nscd,
+systemd-resolved and avahi sockets out of reach. wgns becomes CMD (exec): its exit status,
+signals and terminal are CMD's. Exit status 127: CMD not found; 126: CMD not executable; 1: NS
+unknown or not up (nothing run). Options go between NS and CMD; `--` ends them. The environment
+is kept as `sudo -E` keeps it, with HOME, USER, LOGNAME, SHELL of the user: see docs/exec.md."""
+
+_SHELL_DESCRIPTION = """\
+Run the user's shell (from the passwd database) inside namespace NS: `wgns exec NS -- SHELL`."""
+
+
+class HelpWanted(Exception):
+    """-h/--help among the options: show argparse's help."""
+
+
+@dataclass
+class Request:
+    command: str  # "exec" or "shell"
+    ns: str
+    argv: list[str]
+    user: str | None = None
+    if_up: bool = False
+    debug: bool = False
+
+
+def register(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "exec",
+        help="run a command inside a namespace as the invoking user",
+        description=_EXEC_DESCRIPTION,
+        usage=_EXEC_USAGE,
+    )
+    common(p)
+    _add_options(p)
+    p.add_argument("ns", metavar="NS")
+    p.add_argument("cmd", metavar="CMD [ARGS...]", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run_exec)
+
+    s = sub.add_parser(
+        "shell",
+        help="the user's shell inside a namespace",
+        description=_SHELL_DESCRIPTION,
+        usage=_SHELL_USAGE,
+    )
+    common(s)
+    _add_options(s)
+    s.add_argument("ns", metavar="NS")
+    s.set_defaults(func=run_shell)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-u",
+        "--user",
+        metavar="USER",
+        help="run as USER (a name, #UID or UID) instead of the invoking user; `root` for root",
+    )
+    p.add_argument(
+        "--if-up",
+        action="store_true",
+        help="when NS is not up, run in the current namespace instead of failing",
+    )
+
+
+def _take_options(req: Request, words: Sequence[str], *, stop_at_word: bool) -> int:
+    """Apply our options at the front of WORDS to REQ; returns how many words were used.
+
+    Stops at `--` (used) or, with STOP_AT_WORD, at the first word that is not an option."""
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "--":
+            return i + 1
+        if w in ("-h", "--help"):
+            raise HelpWanted
+        if w == "--if-up":
+            req.if_up = True
+        elif w == "--debug":
+            req.debug = True
+        elif w in ("-u", "--user"):
+            if i + 1 >= len(words):
+                raise UsageError(f"{w} needs a USER")
+            req.user = words[i + 1]
+            i += 1
+        elif w.startswith("--user="):
+            req.user = w[len("--user=") :]
+        elif w.startswith("-u") and len(w) > 2:
+            req.user = w[2:]
+        elif w.startswith("-") and w != "-":
+            raise UsageError(
+                f"unknown option {w}", hint="put `--` before a command that starts with '-'"
+            )
+        elif stop_at_word:
+            return i
+        else:
+            raise UsageError(f"unexpected argument {w!r}")
+        i += 1
+    return i
+
+
+def parse(argv: Sequence[str]) -> Request:
+    """`exec|shell [OPTIONS] NS [OPTIONS] [--] [CMD ARGS...]` -> Request (no argparse)."""
+    if not argv or argv[0] not in ("exec", "shell"):
+        raise UsageError("expected `exec` or `shell`")
+    req = Request(command=argv[0], ns="", argv=[])
+    words = list(argv[1:])
+    # options before NS
+    if words and words[0].startswith("-"):
+        words = words[_take_options(req, words, stop_at_word=True) :]
+    if not words:
+        raise UsageError("NS is missing", hint=_EXEC_USAGE if req.command == "exec" else None)
+    req.ns, words = words[0], words[1:]
+    if req.command == "exec":
+        n = _take_options(req, words, stop_at_word=True)
+        req.argv = words[n:]
+        if not req.argv:
+            raise UsageError("no command given", hint=f"for a shell: wgns shell {req.ns}")
+    else:
+        _take_options(req, words, stop_at_word=False)
+    return req
+
+
+def _run(req: Request) -> int:
+    from wgns import execns
+
+    execns.run(req.ns, req.argv or None, user=req.user, if_up=req.if_up)
+
+
+def _show_help(command: str) -> int:
+    from wgns.cli import build_parser
+
+    build_parser(only=command).parse_args([command, "--help"])  # exits
+    return 0
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    req = Request(command="exec", ns=args.ns, argv=[], user=args.user, if_up=args.if_up)
+    words = list(args.cmd)
+    try:  # argparse hands everything after NS to CMD
+        n = _take_options(req, words, stop_at_word=True)
+    except HelpWanted:
+        return _show_help("exec")
+    req.argv = words[n:]
+    if not req.argv:
+        raise UsageError("no command given", hint=f"for a shell: wgns shell {args.ns}")
+    return _run(req)
+
+
+def run_shell(args: argparse.Namespace) -> int:
+    return _run(Request(command="shell", ns=args.ns, argv=[], user=args.user, if_up=args.if_up))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`wgns exec|shell ...` without argparse and logging; anything else goes to wgns.cli.
+
+    Returns only on failure (on success the process has become the command)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("exec", "shell"):
+        from wgns.cli import main as cli_main
+
+        return cli_main(args)
+    debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
+    try:
+        return _run(parse(args))
+    except HelpWanted:
+        return _show_help(args[0])
+    except WgnsError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"wgns: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("wgns: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
