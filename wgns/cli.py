@@ -7,13 +7,15 @@ that `wgns status` does not pay for the demo's imports.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-import traceback
 
 from wgns import __version__
 from wgns.errors import EXIT_FAILURE, EXIT_USAGE, WgnsError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    import argparse
+
 
 # command name -> module that registers it (order is the order in --help)
 COMMANDS: dict[str, str] = {
@@ -29,14 +31,9 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"wgns: {message}\n")
-        raise SystemExit(EXIT_USAGE)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
+    import argparse
+
     p.add_argument(
         "--debug",
         action="store_true",
@@ -46,6 +43,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"wgns: {message}\n")
+            raise SystemExit(EXIT_USAGE)
+
     parser = _Parser(prog="wgns", description="WireGuard VPNs confined to network namespaces.")
     parser.add_argument("--version", action="version", version=f"wgns {__version__}")
     _common(parser)
@@ -83,6 +89,17 @@ def setup_logging(debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("exec", "shell"):
+        # a wrapper started for every program: its own parser, no argparse import
+        from wgns.commands.exec import main as exec_main
+
+        return exec_main(argv)
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    import traceback
+
     debug = "--debug" in argv
     setup_logging(debug)
     parser = build_parser(only=_pick_command(argv))

@@ -1,12 +1,16 @@
 """The one user-facing error type.
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+
 Everything that should reach the user as a clean message (and not a traceback) is raised as a
 WgnsError. The CLI edge prints ``wgns: <message>`` and exits with ``exit_code``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -37,11 +37,13 @@ import signal
 import stat
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
 
 from wgns import netns, state
 from wgns.errors import WgnsError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 #: Directories holding unix sockets through which host daemons resolve names for a client.
 BACKDOOR_DIRS = (
@@ -122,16 +124,32 @@ class ExecError(WgnsError):
 # ------------------------------------------------------------------------------------ who runs
 
 
-@dataclass(frozen=True)
 class Target:
-    """The user a command runs as."""
+    """The user a command runs as. (A plain class, not a dataclass: `wgns exec` is a wrapper
+    started for every program, and the dataclasses import alone costs it ~12 ms.)"""
 
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    name: str
-    home: str
-    shell: str
+    __slots__ = ("gid", "groups", "home", "name", "shell", "uid")
+
+    def __init__(
+        self, uid: int, gid: int, groups: tuple[int, ...], name: str, home: str, shell: str
+    ) -> None:
+        self.uid = uid
+        self.gid = gid
+        self.groups = groups
+        self.name = name
+        self.home = home
+        self.shell = shell
+
+    def __repr__(self) -> str:
+        return f"Target(uid={self.uid}, gid={self.gid}, name={self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and all(
+            getattr(self, a) == getattr(other, a) for a in self.__slots__
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.uid, self.gid, self.groups))
 
 
 def _pw_by_uid(uid: int) -> pwd.struct_passwd | None:
@@ -400,9 +418,9 @@ def check_ready(ns: str) -> None:
         raise WgnsError(f"namespace {ns} is not up", hint=f"see `wgns status {ns}`")
     etc_dir = netns.etc_dir_of(ns)
     for name in REQUIRED_ETC_FILES:
-        if not (etc_dir / name).is_file():
+        if not os.path.isfile(f"{etc_dir}/{name}"):
             raise WgnsError(
-                f"{etc_dir / name} is missing: refusing to run with the host's name service",
+                f"{etc_dir}/{name} is missing: refusing to run with the host's name service",
                 hint=f"`wgns down {ns}` and `wgns up` again rewrite it",
             )
 

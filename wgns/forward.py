@@ -69,7 +69,7 @@ POOL_ENV = "WGNS_FORWARD_POOL"
 # 169.254.64.0/18 stays clear of the addresses clouds and Kubernetes use (169.254.0.x,
 # 169.254.20.10, 169.254.169.x, 169.254.170.x). 8192 pairs of /31.
 DEFAULT_POOL = "169.254.64.0/18"
-CLAIMS_DIR = state.STATE_DIR / "claims"
+CLAIMS_DIR = Path(state.STATE_DIR) / "claims"
 ROUTE_TABLE = 30574  # inside NS only: the table of replies over the veth
 RULE_PREF = 3000
 CT_MARK = 0x776E0001  # inside NS only: connections allowed over the veth
@@ -451,12 +451,12 @@ def allocate(ns: str) -> tuple[int, str, str]:
 # sysctls of the main namespace, shared by namespaces: the first to set one records the value
 # to restore, the last to let go restores it.
 
-SYSCTL_LOCK = state.STATE_DIR / "claims.lock"
+SYSCTL_LOCK = Path(state.STATE_DIR) / "claims.lock"
 
 
 @contextlib.contextmanager
 def _sysctl_lock() -> Iterator[None]:
-    state.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    os.makedirs(state.STATE_DIR, exist_ok=True)
     fd = os.open(SYSCTL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

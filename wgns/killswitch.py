@@ -204,6 +204,15 @@ def normalize(listing: str) -> list[str]:
     return out
 
 
+def refused(listing: str) -> int:
+    """Packets the output chain refused (sent to `refuse`), from an `nft list table` listing."""
+    total = 0
+    for line in listing.splitlines():
+        if "goto refuse" in line and (m := re.search(r"counter packets (\d+) ", line)):
+            total += int(m.group(1))
+    return total
+
+
 def live(table: str, *, ns: str | None) -> str | None:
     """`nft list table inet TABLE` in namespace NS, or None when there is no such table."""
     from wgns.ops import run

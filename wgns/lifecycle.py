@@ -198,12 +198,12 @@ def _run_hooks(hooks: list[dict[str, str | None]], when: str) -> list[str]:
             continue
         where = h["ns"]
         if where is not None and not netns.exists(where):
-            log.warning("wgns: %s hook skipped, namespace %s is gone: %s", when, where, h["command"])
+            log.warning(
+                "wgns: %s hook skipped, namespace %s is gone: %s", when, where, h["command"]
+            )
             continue
         try:
-            RunHook(
-                when=when, command=str(h["command"]), ns=where, ifname=str(h["ifname"])
-            ).apply()
+            RunHook(when=when, command=str(h["command"]), ns=where, ifname=str(h["ifname"])).apply()
         except (WgnsError, OSError) as e:
             errors.append(str(e))
     return errors

@@ -16,7 +16,6 @@ import errno
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 from wgns.errors import ConfigError, WgnsError
 
@@ -33,8 +32,9 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 MNT_DETACH = 2
 
-NETNS_RUN_DIR = Path("/run/netns")
-NETNS_ETC_DIR = Path("/etc/netns")
+# plain strings, not pathlib: `wgns exec` imports this module on every start
+NETNS_RUN_DIR = "/run/netns"
+NETNS_ETC_DIR = "/etc/netns"
 
 # Longer than IFNAMSIZ on purpose: namespace names are files, not interface names.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}$")
@@ -97,25 +97,25 @@ def validate_name(name: str, *, path: str | None = None, line: int | None = None
     return name
 
 
-def path_of(name: str) -> Path:
-    return NETNS_RUN_DIR / name
+def path_of(name: str) -> str:
+    return f"{NETNS_RUN_DIR}/{name}"
 
 
-def etc_dir_of(name: str) -> Path:
-    return NETNS_ETC_DIR / name
+def etc_dir_of(name: str) -> str:
+    return f"{NETNS_ETC_DIR}/{name}"
 
 
 def exists(name: str) -> bool:
     p = path_of(name)
     try:
-        return p.exists() and os.path.ismount(p)
+        return os.path.ismount(p)
     except OSError:
         return False
 
 
 def inode_of(name: str | None) -> int:
     """The inode that identifies a network namespace (None: the caller's own)."""
-    p = "/proc/thread-self/ns/net" if name is None else str(path_of(name))
+    p = "/proc/thread-self/ns/net" if name is None else path_of(name)
     return os.stat(p).st_ino
 
 
@@ -125,7 +125,7 @@ def current_inode() -> int:
 
 def list_names() -> list[str]:
     try:
-        return sorted(p.name for p in NETNS_RUN_DIR.iterdir() if os.path.ismount(p))
+        return sorted(e.name for e in os.scandir(NETNS_RUN_DIR) if os.path.ismount(e.path))
     except FileNotFoundError:
         return []
 
@@ -133,15 +133,15 @@ def list_names() -> list[str]:
 def _share_run_dir() -> None:
     """Make /run/netns a shared mount, as iproute2 does, so that namespace bind mounts made
     here propagate to every mount namespace (and `ip netns exec` from elsewhere sees them)."""
-    NETNS_RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
     try:
-        mount("", str(NETNS_RUN_DIR), "none", MS_SHARED | MS_REC)
+        mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC)
     except OSError as e:
         if e.errno != errno.EINVAL:
             raise
         # not a mount point yet: bind it onto itself first
-        mount(str(NETNS_RUN_DIR), str(NETNS_RUN_DIR), "none", MS_BIND | MS_REC)
-        mount("", str(NETNS_RUN_DIR), "none", MS_SHARED | MS_REC)
+        mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | MS_REC)
+        mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC)
 
 
 def add(name: str) -> None:
@@ -159,12 +159,12 @@ def add(name: str) -> None:
     try:
         unshare(CLONE_NEWNET)
         try:
-            mount("/proc/thread-self/ns/net", str(path_of(name)), "none", MS_BIND)
+            mount("/proc/thread-self/ns/net", path_of(name), "none", MS_BIND)
         finally:
             setns(home, CLONE_NEWNET)
     except OSError as e:
         with contextlib.suppress(OSError):
-            path_of(name).unlink()
+            os.unlink(path_of(name))
         raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
     finally:
         os.close(home)
@@ -173,15 +173,15 @@ def add(name: str) -> None:
 def delete(name: str) -> bool:
     """Remove /run/netns/NAME. Returns False when it was already gone."""
     p = path_of(name)
-    if not p.exists():
+    if not os.path.lexists(p):
         return False
     try:
-        umount(str(p))
+        umount(p)
     except OSError as e:
         if e.errno not in (errno.EINVAL, errno.ENOENT):
             raise
     with contextlib.suppress(FileNotFoundError):
-        p.unlink()
+        os.unlink(p)
     return True
 
 

@@ -214,10 +214,10 @@ class WriteNetnsFiles(Op):
     files: dict[str, str]
 
     def describe(self) -> str:
-        return f"write {', '.join(str(netns.etc_dir_of(self.ns) / n) for n in self.files)}"
+        return f"write {', '.join(str(Path(netns.etc_dir_of(self.ns)) / n) for n in self.files)}"
 
     def prepare(self) -> None:
-        d = netns.etc_dir_of(self.ns)
+        d = Path(netns.etc_dir_of(self.ns))
         self.result["dir_created"] = not d.exists()
         prior: dict[str, str | None] = {}
         for name in self.files:
@@ -228,7 +228,7 @@ class WriteNetnsFiles(Op):
         self.result["prior"] = prior
 
     def apply(self) -> None:
-        d = netns.etc_dir_of(self.ns)
+        d = Path(netns.etc_dir_of(self.ns))
         d.mkdir(parents=True, exist_ok=True)
         for name, content in self.files.items():
             tmp = d / f".{name}.wgns-tmp"
@@ -237,7 +237,7 @@ class WriteNetnsFiles(Op):
             os.replace(tmp, d / name)
 
     def undo(self, ctx: Teardown) -> None:
-        d = netns.etc_dir_of(self.ns)
+        d = Path(netns.etc_dir_of(self.ns))
         prior: dict[str, str | None] = self.result.get("prior", {})
         for name in self.files:
             old = prior.get(name)
@@ -252,7 +252,7 @@ class WriteNetnsFiles(Op):
             with contextlib.suppress(OSError):
                 d.rmdir()
             with contextlib.suppress(OSError):
-                netns.NETNS_ETC_DIR.rmdir()  # only when empty, i.e. wgns made it
+                os.rmdir(netns.NETNS_ETC_DIR)  # only when empty, i.e. wgns made it
 
 
 @dataclass

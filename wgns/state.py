@@ -15,31 +15,53 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from wgns.errors import WgnsError
 
-STATE_DIR = Path("/run/wgns")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+STATE_DIR = "/run/wgns"  # a string, not pathlib: `wgns exec` reads records on every start
 FORMAT = 1
 
 
-@dataclass
 class Record:
-    ns: str
-    created_ns: bool = False  # False: the namespace existed before wgns touched it
-    profile: str = ""
-    backend: str = ""
-    phase: str = "starting"  # starting -> up -> stopping
-    birthplace: str | None = None  # netns name, or None for the namespace wgns ran in
-    birthplace_inode: int = 0
-    interfaces: list[dict[str, Any]] = field(default_factory=list)
-    journal: list[dict[str, Any]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    ipv6: str = "blocked"  # "tunnelled" | "blocked" | "open"
-    kill_switch: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    """One namespace's record. A plain class, not a dataclass: `wgns exec` reads it on every
+    start, and importing dataclasses costs more than the rest of that start."""
+
+    def __init__(
+        self,
+        ns: str,
+        created_ns: bool = False,  # False: the namespace existed before wgns touched it
+        profile: str = "",
+        backend: str = "",
+        phase: str = "starting",  # starting -> up -> stopping
+        birthplace: str | None = None,  # netns name, or None for the namespace wgns ran in
+        birthplace_inode: int = 0,
+        interfaces: list[dict[str, Any]] | None = None,
+        journal: list[dict[str, Any]] | None = None,
+        started_at: float | None = None,
+        ipv6: str = "blocked",  # "tunnelled" | "blocked" | "open"
+        kill_switch: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.ns = ns
+        self.created_ns = created_ns
+        self.profile = profile
+        self.backend = backend
+        self.phase = phase
+        self.birthplace = birthplace
+        self.birthplace_inode = birthplace_inode
+        self.interfaces: list[dict[str, Any]] = interfaces if interfaces is not None else []
+        self.journal: list[dict[str, Any]] = journal if journal is not None else []
+        self.started_at = time.time() if started_at is None else started_at
+        self.ipv6 = ipv6
+        self.kill_switch = kill_switch
+        self.extra: dict[str, Any] = extra if extra is not None else {}
+
+    def __repr__(self) -> str:
+        return f"Record(ns={self.ns!r}, phase={self.phase!r}, backend={self.backend!r})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,19 +100,19 @@ class Record:
         )
 
 
-def path_of(ns: str) -> Path:
-    return STATE_DIR / f"{ns}.json"
+def path_of(ns: str) -> str:
+    return f"{STATE_DIR}/{ns}.json"
 
 
 def _ensure_dir() -> None:
-    STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
 
 
 def save(rec: Record) -> None:
     """Atomically replace the record (readers never see a half-written file)."""
     _ensure_dir()
     p = path_of(rec.ns)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp = f"{STATE_DIR}/.{rec.ns}.json.{os.getpid()}.tmp"
     data = json.dumps(rec.to_json(), indent=1, sort_keys=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -115,12 +137,16 @@ def load(ns: str) -> Record | None:
 
 def remove(ns: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        path_of(ns).unlink()
+        os.unlink(path_of(ns))
 
 
 def managed() -> list[str]:
     try:
-        return sorted(p.stem for p in STATE_DIR.glob("*.json") if not p.name.startswith("."))
+        return sorted(
+            e.name[: -len(".json")]
+            for e in os.scandir(STATE_DIR)
+            if e.name.endswith(".json") and not e.name.startswith(".")
+        )
     except FileNotFoundError:
         return []
 
@@ -149,7 +175,7 @@ def locked(ns: str, *, wait: float = 30.0, release_files: bool = False) -> Itera
     removed on the way out so that nothing of wgns is left behind. A waiter that then gets the
     lock on the unlinked file notices (different inode) and takes the lock again on a new file.
     """
-    lock_path = STATE_DIR / f"{ns}.lock"
+    lock_path = f"{STATE_DIR}/{ns}.lock"
     deadline = time.monotonic() + wait
     while True:
         _ensure_dir()
@@ -183,9 +209,9 @@ def locked(ns: str, *, wait: float = 30.0, release_files: bool = False) -> Itera
             finally:
                 if handle.release_files:
                     with contextlib.suppress(OSError):
-                        lock_path.unlink()
+                        os.unlink(lock_path)
                     with contextlib.suppress(OSError):
-                        STATE_DIR.rmdir()
+                        os.rmdir(STATE_DIR)
             return
         finally:
             os.close(fd)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from wgns.errors import UsageError, WgnsError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
     import argparse
@@ -36,14 +36,36 @@ class HelpWanted(Exception):
     """-h/--help among the options: show argparse's help."""
 
 
-@dataclass
 class Request:
-    command: str  # "exec" or "shell"
-    ns: str
-    argv: list[str]
-    user: str | None = None
-    if_up: bool = False
-    debug: bool = False
+    """A parsed `wgns exec|shell` (plain class: see execns.Target for why)."""
+
+    __slots__ = ("argv", "command", "debug", "if_up", "ns", "user")
+
+    def __init__(
+        self,
+        command: str,  # "exec" or "shell"
+        ns: str,
+        argv: list[str],
+        user: str | None = None,
+        if_up: bool = False,
+        debug: bool = False,
+    ) -> None:
+        self.command = command
+        self.ns = ns
+        self.argv = argv
+        self.user = user
+        self.if_up = if_up
+        self.debug = debug
+
+    def __repr__(self) -> str:
+        return f"Request({self.command!r}, {self.ns!r}, {self.argv!r}, user={self.user!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and all(
+            getattr(self, a) == getattr(other, a) for a in self.__slots__
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def register(
