@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from wgns import config, forward, killswitch, log, names, netns, probe, state
 from wgns.errors import ConfigError, WgnsError
 from wgns.executor import Executor, undo_journal
 from wgns.model import Backend, Profile
-from wgns.ops import RunHook, run
+from wgns.ops import run
 from wgns.plan import Facts, down_hooks, plan_up
 
 
@@ -170,45 +169,6 @@ def _reload(profile: Profile, rec: state.Record) -> None:
         )
 
 
-def down(ns: str) -> tuple[bool, list[str]]:
-    """Undo everything wgns did to NS: (was it managed, the errors met). Teardown does not stop
-    at the first error; a partial teardown keeps the record so that `down` can be run again."""
-    netns.validate_name(ns)
-    with state.locked(ns, release_files=True):
-        rec = state.load(ns)
-        if rec is None:
-            return False, []
-        rec.phase = "stopping"
-        state.save(rec)
-        errors: list[str] = []
-        hooks = rec.extra.get("down_hooks", [])
-        errors.extend(_run_hooks(hooks, "pre-down"))
-        errors.extend(undo_journal(rec.journal))
-        errors.extend(_run_hooks(hooks, "post-down"))
-        if errors:
-            return True, errors
-        state.remove(ns)
-        return True, []
-
-
-def _run_hooks(hooks: list[dict[str, str | None]], when: str) -> list[str]:
-    errors = []
-    for h in hooks:
-        if h["when"] != when:
-            continue
-        where = h["ns"]
-        if where is not None and not netns.exists(where):
-            log.warning(
-                "wgns: %s hook skipped, namespace %s is gone: %s", when, where, h["command"]
-            )
-            continue
-        try:
-            RunHook(when=when, command=str(h["command"]), ns=where, ifname=str(h["ifname"])).apply()
-        except (WgnsError, OSError) as e:
-            errors.append(str(e))
-    return errors
-
-
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
     profile = config.load_profile(ref, name=name, backend=backend)
     if backend is not None:
@@ -216,8 +176,3 @@ def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
 
         profile = dataclasses.replace(profile, backend=Backend(backend))
     return profile
-
-
-def leftover_processes(ns: str) -> list[int]:
-    me = os.getpid()
-    return [p for p in netns.pids_inside(ns) if p != me]

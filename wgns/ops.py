@@ -18,11 +18,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
 
 from wgns import netns
 from wgns.errors import WgnsError
-from wgns.model import Interface
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+    from wgns.model import Interface
+
+# Op kinds defined outside this module, imported only when a journal names them
+KIND_MODULES = {"forwards": "wgns.forward"}
+
 
 WIREGUARD_RUN_DIR = Path("/run/wireguard")
 _GONE_MARKERS = (
@@ -147,12 +155,16 @@ def link_exists(ifname: str, *, ns: str | None) -> bool:
     return True
 
 
-@dataclass
+# repr=False, eq=False: each generated method is an exec() at import time
+@dataclass(repr=False, eq=False)
 class Op:
     """Base class: subclasses are dataclasses registered by their ``kind``."""
 
-    kind: ClassVar[str] = ""
-    registry: ClassVar[dict[str, type[Op]]] = {}
+    if TYPE_CHECKING:
+        kind: ClassVar[str]
+        registry: ClassVar[dict[str, type[Op]]]
+    kind = ""
+    registry = {}
     result: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -186,13 +198,18 @@ class Op:
     @staticmethod
     def from_json(d: dict[str, Any]) -> Op:
         d = dict(d)
-        cls = Op.registry[d.pop("kind")]
+        kind = d.pop("kind")
+        if kind not in Op.registry and kind in KIND_MODULES:
+            import importlib
+
+            importlib.import_module(KIND_MODULES[kind])
+        cls = Op.registry[kind]
         return cls(**d)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class AddNetns(Op):
-    kind: ClassVar[str] = "netns_add"
+    kind = "netns_add"
     ns: str
 
     def describe(self) -> str:
@@ -205,11 +222,11 @@ class AddNetns(Op):
         netns.delete(self.ns)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class WriteNetnsFiles(Op):
     """/etc/netns/NS/* (resolv.conf, hosts, nsswitch.conf): restores what was there before."""
 
-    kind: ClassVar[str] = "netns_files"
+    kind = "netns_files"
     ns: str
     files: dict[str, str]
 
@@ -219,6 +236,7 @@ class WriteNetnsFiles(Op):
     def prepare(self) -> None:
         d = Path(netns.etc_dir_of(self.ns))
         self.result["dir_created"] = not d.exists()
+        self.result["etc_netns_created"] = not os.path.exists(netns.NETNS_ETC_DIR)
         prior: dict[str, str | None] = {}
         for name in self.files:
             try:
@@ -251,15 +269,16 @@ class WriteNetnsFiles(Op):
         if self.result.get("dir_created", True):
             with contextlib.suppress(OSError):
                 d.rmdir()
+        if self.result.get("etc_netns_created", False):
             with contextlib.suppress(OSError):
-                os.rmdir(netns.NETNS_ETC_DIR)  # only when empty, i.e. wgns made it
+                os.rmdir(netns.NETNS_ETC_DIR)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class CreateWireguard(Op):
     """The wg interface, created in the birthplace so its UDP socket lives there."""
 
-    kind: ClassVar[str] = "wg_create"
+    kind = "wg_create"
     ifname: str
     backend: str  # "kernel" | "userspace"
     birthplace: str | None
@@ -270,6 +289,11 @@ class CreateWireguard(Op):
         if self.backend == "kernel":
             return f"ip link add {self.ifname} type wireguard{where}"
         return f"wireguard-go -f {self.ifname}{where}"
+
+    def prepare(self) -> None:
+        # Remove /run/wireguard on undo only if this op made it: an rmdir also detaches a
+        # mount on it in other mount namespaces (Linux >= 3.18), e.g. another daemon's private one
+        self.result["run_dir_created"] = not WIREGUARD_RUN_DIR.exists()
 
     def apply(self) -> None:
         from wgns import backend
@@ -292,8 +316,9 @@ class CreateWireguard(Op):
                 stop_process(pid, self.result.get("starttime"))
             with contextlib.suppress(FileNotFoundError):
                 (WIREGUARD_RUN_DIR / f"{self.ifname}.sock").unlink()
-            with contextlib.suppress(OSError):
-                WIREGUARD_RUN_DIR.rmdir()
+            if self.result.get("run_dir_created", False):
+                with contextlib.suppress(OSError):
+                    WIREGUARD_RUN_DIR.rmdir()
         errors = []
         for where in (self.target, self.birthplace):
             if where is not None and where in ctx.doomed:
@@ -307,12 +332,12 @@ class CreateWireguard(Op):
             raise WgnsError("; ".join(errors))
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ConfigureWireguard(Op):
     """Keys and peers, never through argv: the UAPI socket for wireguard-go, `wg setconf` with
     the config on stdin for the kernel."""
 
-    kind: ClassVar[str] = "wg_config"
+    kind = "wg_config"
     ifname: str
     ns: str | None  # where the device is when configured
     backend: str = "kernel"
@@ -339,9 +364,9 @@ class ConfigureWireguard(Op):
         )
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class MoveLink(Op):
-    kind: ClassVar[str] = "link_move"
+    kind = "link_move"
     ifname: str
     source: str | None
     target: str
@@ -353,11 +378,11 @@ class MoveLink(Op):
         ip_batch([f"link set {self.ifname} netns {self.target}"], ns=self.source)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class IpCommands(Op):
     """Addresses, MTU, link state and routes inside the namespace, in one `ip -b`."""
 
-    kind: ClassVar[str] = "ip_batch"
+    kind = "ip_batch"
     ns: str
     lines: list[str]
 
@@ -368,11 +393,11 @@ class IpCommands(Op):
         ip_batch(self.lines, ns=self.ns)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class LinkUp(Op):
     """Bring a link up in a namespace wgns did not create, restoring its old state on undo."""
 
-    kind: ClassVar[str] = "link_up"
+    kind = "link_up"
     ns: str
     ifname: str
 
@@ -397,11 +422,11 @@ class LinkUp(Op):
         ip_batch([f"link set {self.ifname} down", f"address flush dev {self.ifname}"], ns=self.ns)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class NftTable(Op):
     """The namespace's own nft table, created or replaced atomically by one `nft -f`."""
 
-    kind: ClassVar[str] = "nft_table"
+    kind = "nft_table"
     ns: str | None
     family: str
     table: str
@@ -424,11 +449,11 @@ class NftTable(Op):
             raise WgnsError(f"cannot delete nft table {self.table}: {proc.stderr.strip()}")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunHook(Op):
     """A PreUp/PostUp command (`sh -c`), with %i replaced as wg-quick does."""
 
-    kind: ClassVar[str] = "hook"
+    kind = "hook"
     when: str
     command: str
     ns: str | None

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from wgns import lifecycle, netns
+from wgns import netns
 from wgns.errors import WgnsError
 
 
@@ -39,6 +39,8 @@ def register(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from wgns import lifecycle
+
     profile = lifecycle.load(args.profile, name=args.name, backend=args.backend)
     result = lifecycle.up(profile, reload=args.reload)
     if result.already_up:
@@ -57,7 +59,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    was_managed, errors = lifecycle.down(args.ns)
+    from wgns import teardown  # not lifecycle: down needs none of up's parsing and planning
+
+    was_managed, errors = teardown.down(args.ns)
     if not was_managed:
         if netns.exists(args.ns):
             print(f"wgns: {args.ns} is not managed by wgns; left alone", file=sys.stderr)
@@ -71,7 +75,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             f"{args.ns} was only partly removed ({len(errors)} error(s) above)",
             hint=f"fix them and run `wgns down {args.ns}` again",
         )
-    left = lifecycle.leftover_processes(args.ns)
+    left = teardown.leftover_processes(args.ns)
     if left:
         print(
             f"wgns: note: {len(left)} process(es) still in {args.ns} have lost their network "
