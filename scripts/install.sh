@@ -50,8 +50,8 @@ cat > "$tmp" <<LAUNCHER
 #!$interp -IS
 import sys
 sys.path.insert(0, "$root")
-from wgns.cli import main
-sys.exit(main())
+from wgns.cli import entry
+entry()
 LAUNCHER
 chmod 755 "$tmp"
 mv -f "$tmp" /usr/local/bin/wgns

@@ -1,3 +1,3 @@
-from wgns.cli import main
+from wgns.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -87,6 +87,24 @@ def setup_logging(debug: bool) -> None:
     log.set_debug(debug)
 
 
+def entry() -> None:
+    """The console entry point: main(), then leave without the interpreter's teardown.
+
+    wgns registers no atexit work and leaves no threads behind; finalising the ~70 modules a
+    command imported costs ~9 ms, a sixth of a `wgns down`. Output is flushed first."""
+    import os
+
+    rc = main()
+    try:
+        sys.stdout.flush()
+    except OSError:  # e.g. a closed pipe: the output is lost, say so by the status
+        rc = rc or EXIT_FAILURE
+    try:
+        sys.stderr.flush()
+    finally:
+        os._exit(rc)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("exec", "shell"):

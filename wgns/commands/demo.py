@@ -40,7 +40,7 @@ def self_argv() -> list[str]:
     and no site-packages (wgns needs neither), so cached bytecode is used."""
     code = (
         f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
-        "from wgns.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from wgns.cli import entry; entry()"
     )
     return [sys.executable, "-I", "-S", "-c", code]
 
