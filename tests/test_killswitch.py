@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import string
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,11 @@ from wgns.model import Interface, Peer, Profile, Secret
 from wgns.ops import NftTable
 from wgns.plan import Facts, plan_up
 from wgns.sandbox import SANDBOX_TMP, Sandbox
+
+# The probes also run as nobody: an interpreter every user may execute (pyenv lives in
+# /root, which is mode 700), the system one when there is one.
+PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
 
 KS = "ks"
 TABLE = "wgns_ks"
@@ -257,7 +264,7 @@ def _load(sandbox: Sandbox, script: str) -> None:
 def _probe(
     sandbox: Sandbox, targets: list[tuple[str, str, int]], user: bool = False
 ) -> dict[str, str]:
-    argv = ["python3", "-I", "-S", "-c", _PROBE, json.dumps(targets)]
+    argv = [PYTHON, "-I", "-S", "-c", _PROBE, json.dumps(targets)]
     if user:
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     out = sandbox.run(argv, netns=KS).stdout
@@ -332,7 +339,7 @@ def test_replacement_is_atomic(sandbox: Sandbox) -> None:
     script = killswitch.ruleset(TABLE, [WG], ipv6=False)
     _load(sandbox, script)
     sender = sandbox.popen(
-        ["python3", "-I", "-S", "-c", _SENDER, f"{SANDBOX_TMP}/stop"],
+        [PYTHON, "-I", "-S", "-c", _SENDER, f"{SANDBOX_TMP}/stop"],
         netns=KS,
         stdout=subprocess.PIPE,
         text=True,
@@ -380,7 +387,7 @@ def test_opening_opens_only_its_narrow_hole(sandbox: Sandbox) -> None:
     }
     # the forwarded port answers from outside
     server = sandbox.popen(
-        ["python3", "-I", "-S", "-c", _SERVER], netns=KS, stdout=subprocess.PIPE, text=True
+        [PYTHON, "-I", "-S", "-c", _SERVER], netns=KS, stdout=subprocess.PIPE, text=True
     )
     assert server.stdout is not None
     assert server.stdout.readline().strip() == "ready"
