@@ -712,9 +712,7 @@ class Forwarding(Op):
             self._save()
             self._create_veth(host, inner)
         # 3. forwarding on the interfaces remote sources arrive on
-        remote = [
-            n for f in fwds for n in nat_sources(f) if not n.subnet_of(LOOPBACK_V4)
-        ]
+        remote = [n for f in fwds for n in nat_sources(f) if not n.subnet_of(LOOPBACK_V4)]
         want_ingress = ingress_interfaces(remote) if want_veth else []
         held: dict[str, str] = r.setdefault("sysctls", {})
         for dev in want_ingress:
@@ -966,9 +964,7 @@ def remove(ns: str, host_port: int, proto: Proto) -> Forwarding:
     with state.locked(ns):
 
         def mutate(cur: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            left = [
-                d for d in cur if (d["host_port"], d["proto"]) != (host_port, proto.value)
-            ]
+            left = [d for d in cur if (d["host_port"], d["proto"]) != (host_port, proto.value)]
             if len(left) == len(cur):
                 raise WgnsError(f"{ns} publishes no {proto.value} port {host_port}")
             return left

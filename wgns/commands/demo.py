@@ -39,8 +39,7 @@ def self_argv() -> list[str]:
     """How to run this wgns as a command, the way the installed launcher does: isolated mode
     and no site-packages (wgns needs neither), so cached bytecode is used."""
     code = (
-        f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
-        "from wgns.cli import entry; entry()"
+        f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from wgns.cli import entry; entry()"
     )
     return [sys.executable, "-I", "-S", "-c", code]
 
