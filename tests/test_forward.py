@@ -311,6 +311,10 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         assert listed[("tcp", 9092)]["mode"] == "relay" and listed[("tcp", 9092)]["relay"]["alive"]
         text = wgns("forward", "list", env=ENV).stdout
         assert "tcp 9092 -> vpn:8080" in text
+        # `wgns status` shows the same forwards
+        (st,) = json.loads(wgns("status", NS, "--json", env=ENV).stdout)["namespaces"]
+        assert {(f["proto"], f["host_port"]) for f in st["forwards"]} == set(listed)
+        assert "forward tcp 9092 -> vpn:8080 (relay" in wgns("status", NS, env=ENV).stdout
         # a relay that died is seen, and the next change of the namespace's forwards restarts it
         dead = listed[("udp", 5300)]["relay"]["pid"]
         sandbox.run(["kill", "-9", str(dead)])

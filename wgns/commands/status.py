@@ -107,6 +107,11 @@ def describe(ns: str) -> dict[str, Any]:
             }
         )
     pids = netns.pids_inside(ns)
+    forwards: list[dict[str, Any]] = []
+    if any(e.get("kind") == "forwards" for e in rec.journal):
+        from wgns import forward  # only namespaces with forwards pay for its import
+
+        forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
     return {
         "name": ns,
         "phase": rec.phase,
@@ -119,6 +124,7 @@ def describe(ns: str) -> dict[str, Any]:
         "ipv6": rec.ipv6,
         "started_at": rec.started_at,
         "interfaces": interfaces,
+        "forwards": forwards,
         "processes": [{"pid": p, "comm": _comm(p)} for p in pids],
     }
 
@@ -166,6 +172,14 @@ def render(ns: dict[str, Any]) -> str:
                 f"rx {_size(p['rx_bytes'])}, tx {_size(p['tx_bytes'])}"
             )
             lines.append(f"      allowed ips: {', '.join(p['allowed_ips']) or '-'}")
+    for f in ns["forwards"]:
+        via = f["mode"]
+        if f.get("relay") is not None:
+            via += f", relay pid {f['relay']['pid']} {'running' if f['relay']['alive'] else 'DEAD'}"
+        lines.append(
+            f"  forward {f['proto']} {f['host_port']} -> {ns['name']}:{f['ns_port']} "
+            f"({via}; from {', '.join(f['from'])})"
+        )
     procs = ns["processes"]
     lines.append(
         f"  processes: {len(procs)}"
