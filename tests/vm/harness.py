@@ -90,6 +90,8 @@ SYSTEMD_MASK = (
     "systemd-timesyncd.service",
     "systemd-networkd-wait-online.service",
     "systemd-firstboot.service",
+    # a tmpfs on /tmp would hide a checkout that lives there (CI may clone anywhere)
+    "tmp.mount",
 )
 
 InitMode = Literal["plain", "systemd"]
