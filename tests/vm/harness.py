@@ -601,6 +601,9 @@ for g in /newroot/lib/systemd/system-generators/*; do
 done
 # the host's fstab is not this machine's; an empty one keeps systemd from waiting for devices
 : > /newroot/etc/fstab
+# tmpfiles' tmp.conf ("D /tmp") empties /tmp at boot, which would hide a checkout living there
+mkdir -p /newroot/etc/tmpfiles.d
+: > /newroot/etc/tmpfiles.d/tmp.conf
 INIT=/lib/systemd/systemd
 """
 
