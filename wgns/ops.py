@@ -287,7 +287,7 @@ class CreateWireguard(Op):
     def describe(self) -> str:
         where = f" in {self.birthplace}" if self.birthplace else ""
         if self.backend == "kernel":
-            return f"ip link add {self.ifname} type wireguard{where}"
+            return f"ip link add {self.ifname} netns {self.target} type wireguard{where}"
         return f"wireguard-go -f {self.ifname}{where}"
 
     def prepare(self) -> None:
@@ -299,7 +299,12 @@ class CreateWireguard(Op):
         from wgns import backend
 
         if self.backend == "kernel":
-            ip_batch([f"link add {self.ifname} type wireguard"], ns=self.birthplace)
+            # Born in the target namespace, but asked for from the birthplace: WireGuard keeps
+            # the namespace of the request (its creating_net) for its UDP socket. The same
+            # birthplace semantics as add-then-move, without the move's RCU grace periods.
+            ip_batch(
+                [f"link add {self.ifname} netns {self.target} type wireguard"], ns=self.birthplace
+            )
         else:
             backend.start_userspace(self.ifname, self.birthplace, on_spawn=self._note)
 

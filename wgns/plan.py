@@ -89,12 +89,14 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
     for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
         ops.extend(hooks("pre-up", iface, ifname))
         ops.append(CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns))
+        kernel = facts.backend == "kernel"  # a kernel device is created inside ns directly
         cfg = ConfigureWireguard(
-            ifname=ifname, ns=bp, backend=facts.backend, peers=len(iface.peers)
+            ifname=ifname, ns=ns if kernel else bp, backend=facts.backend, peers=len(iface.peers)
         )
         cfg._iface = facts.resolved[iface.name]
         ops.append(cfg)
-        ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
+        if not kernel:
+            ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
         first = iface is profile.interfaces[0]
         if first and facts.ns_exists:
             ops.append(LinkUp(ns=ns, ifname="lo"))
