@@ -13,7 +13,7 @@ import pytest
 
 import wgns.sim
 from wgns import names
-from wgns.sandbox import SANDBOX_TMP, Sandbox
+from wgns.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
 from wgns.sim import Provider
 
 NS = "vpn"
@@ -156,34 +156,8 @@ def forwards(wgns: Any, ns: str | None = NS) -> list[dict[str, Any]]:
     return doc["forwards"]  # type: ignore[no-any-return]
 
 
-def settled(sandbox: Sandbox) -> dict[str, Any]:
-    prev = sandbox.snapshot()
-    for _ in range(50):
-        time.sleep(0.1)
-        cur = sandbox.snapshot()
-        if cur == prev:
-            return cur
-        prev = cur
-    raise AssertionError("the sandbox never settled")
-
-
-def _diff(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in a or k not in b:
-                out.append(f"{path}/{k}: {'added' if k in b else 'removed'}")
-            else:
-                out.extend(_diff(a[k], b[k], f"{path}/{k}"))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        pairs = enumerate(zip(a, b, strict=True))
-        return [d for i, (x, y) in pairs for d in _diff(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {a!r:.300} -> {b!r:.300}"]
-
-
 def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
-    diffs = _diff(before, after)
+    diffs = snapshot_diff(before, after)
     assert not diffs, "system state changed:\n" + "\n".join(diffs[:20])
 
 
@@ -219,7 +193,7 @@ proto = "udp"
         "vpn.toml",
     )
     host_ls = start(sandbox, ["python3", "-c", HOST_LISTENERS, "3128", "3129"])
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     forwarding_before = sysctl(sandbox, "net.ipv4.conf.lanA.forwarding")
     wgns("up", profile, env=ENV)
     srv = http_server(sandbox, 8080)
@@ -277,7 +251,7 @@ proto = "udp"
     host_ls = start(sandbox, ["python3", "-c", HOST_LISTENERS, "3128", "3129"])
     try:
         assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == forwarding_before
-        assert_same(before, settled(sandbox))
+        assert_same(before, sandbox.settled_snapshot())
     finally:
         stop(sandbox, host_ls)
 
@@ -286,7 +260,7 @@ def test_runtime_add_remove_both_modes_errors_and_down(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
     conf = write_profile(sandbox, provider.client_conf(), "vpn.conf")
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     wgns("up", conf, "--name", NS, env=ENV)
     srv = http_server(sandbox, 8080)
     dns = start(
@@ -351,7 +325,7 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         assert curl(sandbox, "http://198.18.2.2/", ns=NS) == (0, provider.server.uplink_v4)
 
         # bad input: a clear error, nothing changed
-        snap = settled(sandbox)
+        snap = sandbox.settled_snapshot()
         for args, code, words in (
             (("forward", "add", NS, "70000"), 2, "ports 1..65535"),
             (("forward", "add", NS, "0:80"), 2, "ports 1..65535"),
@@ -375,14 +349,14 @@ def test_runtime_add_remove_both_modes_errors_and_down(
              "print('ready',flush=True);import time;time.sleep(600)"],
         )  # fmt: skip
         try:
-            after_busy = settled(sandbox)
+            after_busy = sandbox.settled_snapshot()
             for mode in ("nat", "relay"):
                 proc = wgns("forward", "add", NS, "9095", "--mode", mode, check=False, env=ENV)
                 assert proc.returncode == 1 and "in use on the host" in proc.stderr, proc.stderr
-            assert_same(after_busy, settled(sandbox))
+            assert_same(after_busy, sandbox.settled_snapshot())
         finally:
             stop(sandbox, busy)
-        assert_same(snap, settled(sandbox))
+        assert_same(snap, sandbox.settled_snapshot())
 
         # removing the last nat forward removes the veth; the relay ones stay
         wgns("forward", "remove", NS, "9091", env=ENV)
@@ -400,20 +374,20 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         stop(sandbox, srv, dns)
     wgns("down", NS, env=ENV)
     assert wgns("forward", "list", env=ENV).stdout.strip() == "no forwards"
-    assert_same(before, settled(sandbox))
+    assert_same(before, sandbox.settled_snapshot())
 
 
 def test_crash_mid_add_then_down_is_exact(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
     """SIGKILL of `wgns forward add` at several points: `down` still removes everything."""
     conf = write_profile(sandbox, provider.client_conf(), "vpn.conf")
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     argv = sandbox.python_argv(["-m", "wgns", "forward", "add", NS, "9091"])
     wgns("up", conf, "--name", NS, env=ENV)
     t0 = time.monotonic()
     sandbox.run(argv, env=sandbox.python_env(ENV))
     full = time.monotonic() - t0
     wgns("down", NS, env=ENV)
-    assert_same(before, settled(sandbox))
+    assert_same(before, sandbox.settled_snapshot())
     killed = 0
     for fraction in (0.5, 0.7, 0.85, 0.95):
         wgns("up", conf, "--name", NS, env=ENV)
@@ -425,7 +399,7 @@ def test_crash_mid_add_then_down_is_exact(sandbox: Sandbox, provider: Provider, 
         p.wait(timeout=10)
         sandbox.untrack(p)
         wgns("down", NS, env=ENV)
-        assert_same(before, settled(sandbox))
+        assert_same(before, sandbox.settled_snapshot())
     assert killed, "`forward add` always finished before the kill"
 
 

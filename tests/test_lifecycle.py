@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from wgns import names
-from wgns.sandbox import SANDBOX_TMP, Sandbox
+from wgns.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
 from wgns.sim import Provider
 
 NS = "vpn"
@@ -24,39 +24,8 @@ def write_profile(sandbox: Sandbox, text: str, name: str = "vpn.conf", mode: int
     return path
 
 
-def _diff(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in a or k not in b:
-                what, value = ("added", b[k]) if k in b else ("removed", a[k])
-                out.append(f"{path}/{k}: {what}: {value!r:.300}")
-            else:
-                out.extend(_diff(a[k], b[k], f"{path}/{k}"))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [
-            d
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in _diff(x, y, f"{path}[{i}]")
-        ]
-    return [] if a == b else [f"{path}: {a!r:.300} -> {b!r:.300}"]
-
-
-def settled(sandbox: Sandbox) -> dict[str, Any]:
-    """A snapshot once the sandbox's own links have settled (carrier, IPv6 link-local DAD)."""
-    prev = sandbox.snapshot()
-    for _ in range(50):
-        time.sleep(0.1)
-        cur = sandbox.snapshot()
-        if cur == prev:
-            return cur
-        prev = cur
-    raise AssertionError("the sandbox never settled")
-
-
 def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
-    diffs = _diff(before, after)
+    diffs = snapshot_diff(before, after)
     assert not diffs, "system state changed:\n" + "\n".join(diffs[:20])
 
 
@@ -83,7 +52,7 @@ def test_up_tunnels_ipv4_and_ipv6_and_down_restores_everything(
 ) -> None:
     client = provider.new_client()
     profile = write_profile(sandbox, provider.client_conf(client))
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
 
     wgns("up", profile, "--name", NS)
 
@@ -293,7 +262,7 @@ def test_up_twice_is_not_an_error_and_reload_changes_peers_without_dropping(
 def test_down_after_daemon_killed_or_interface_deleted(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     path = write_profile(sandbox, provider.client_conf())
     wgns("up", path, "--name", NS)
     pid = status(wgns)["interfaces"][0]["daemon"]["pid"]
@@ -317,7 +286,7 @@ def test_preexisting_namespace_is_adopted_and_left_in_place(
 ) -> None:
     sandbox.run(["ip", "netns", "add", NS])
     sandbox.run(["ip", "-n", NS, "link", "set", "lo", "up"])  # as people do by hand
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     wgns("up", write_profile(sandbox, provider.client_conf()), "--name", NS)
     assert status(wgns)["owner"] == "pre-existing"
     assert curl(sandbox, f"http://{provider.web_v4}/") == "198.18.1.2"
@@ -337,7 +306,7 @@ def test_sigkill_at_every_step_of_up_then_down_restores_everything(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
     path = write_profile(sandbox, provider.client_conf())
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     steps = _count_ops(sandbox, wgns, path)
     assert steps >= 6
     for step in range(steps):
@@ -405,7 +374,7 @@ def test_bad_profile_changes_nothing(
     sandbox: Sandbox, provider: Provider, wgns: Any, mutate: Any, expect: str
 ) -> None:
     path = write_profile(sandbox, mutate(provider.client_conf()))
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     proc = wgns("up", path, "--name", NS, check=False)
     assert proc.returncode == 2
     assert expect in proc.stderr and path in proc.stderr
@@ -416,7 +385,7 @@ def test_bad_profile_changes_nothing(
 def test_world_readable_key_and_bad_names_are_refused(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     loose = write_profile(sandbox, provider.client_conf(), "loose.conf", mode=0o644)
     proc = wgns("up", loose, "--name", NS, check=False)
     assert proc.returncode == 2 and "chmod 600" in proc.stderr
@@ -432,7 +401,7 @@ def test_failure_midway_rolls_back_exactly(sandbox: Sandbox, provider: Provider,
     # a PostUp hook that fails: everything done before it is undone, nothing else
     conf = provider.client_conf().replace("[Interface]\n", "[Interface]\nPostUp = false\n", 1)
     path = write_profile(sandbox, conf)
-    before = settled(sandbox)
+    before = sandbox.settled_snapshot()
     proc = wgns("up", path, "--name", NS, check=False)
     assert proc.returncode == 1 and "post-up hook failed" in proc.stderr
     assert_same(before, sandbox.snapshot())

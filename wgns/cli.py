@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from wgns import __version__
-from wgns.errors import EXIT_FAILURE, EXIT_USAGE, WgnsError
+from wgns.errors import EXIT_FAILURE, EXIT_USAGE, WgnsError, interrupted, report
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -127,13 +127,9 @@ def _main(argv: list[str]) -> int:
         rc: int = args.func(args)
         return rc
     except WgnsError as e:
-        if debug:
-            traceback.print_exc()
-        print(f"wgns: {e}", file=sys.stderr)
-        return e.exit_code
+        return report(e, debug=debug)
     except KeyboardInterrupt:
-        print("wgns: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
     except Exception as e:  # the edge: anything unexpected is still one clear line
         if debug:
             traceback.print_exc()

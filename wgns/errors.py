@@ -63,3 +63,23 @@ class ConfigError(WgnsError):
 
 class UsageError(ConfigError):
     """A bad command line."""
+
+
+def report(e: WgnsError, *, debug: bool) -> int:
+    """Show E at the edge as one line (with the traceback under --debug); its exit code."""
+    import sys
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"wgns: {e}", file=sys.stderr)
+    return e.exit_code
+
+
+def interrupted() -> int:
+    """Ctrl-C at the edge: one line, the shell's status for SIGINT."""
+    import sys
+
+    print("wgns: interrupted", file=sys.stderr)
+    return 130

@@ -641,6 +641,19 @@ class Sandbox:
                 out[rel] = entry
         return out
 
+    def settled_snapshot(self, *, timeout: float = 5.0) -> dict[str, Any]:
+        """A snapshot once two in a row agree: the sandbox's own links have settled (carrier,
+        IPv6 link-local DAD), so that a later comparison shows only what a test changed."""
+        prev = self.snapshot()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            cur = self.snapshot()
+            if cur == prev:
+                return cur
+            prev = cur
+        raise SandboxError("the sandbox's state never settled")
+
     def snapshot(self) -> dict[str, Any]:
         """Everything wgns could change, in a form that compares equal when nothing changed.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from wgns.errors import UsageError, WgnsError
+from wgns.errors import UsageError, WgnsError, interrupted, report
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
@@ -215,15 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HelpWanted:
         return _show_help(args[0])
     except WgnsError as e:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"wgns: {e}", file=sys.stderr)
-        return e.exit_code
+        return report(e, debug=debug)
     except KeyboardInterrupt:
-        print("wgns: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
 
 
 if __name__ == "__main__":
