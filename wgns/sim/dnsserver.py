@@ -31,9 +31,9 @@ import threading
 from collections.abc import Sequence
 
 if __package__:
-    from wgns.sim.servutil import json_line, parse_args
+    from wgns.sim.servutil import bind_socket, json_line, parse_args
 else:  # run as a script (`python -E -s -S .../dnsserver.py`): its directory is on sys.path
-    from servutil import json_line, parse_args  # type: ignore[import-not-found,no-redef]
+    from servutil import bind_socket, json_line, parse_args  # type: ignore[import-not-found,no-redef]
 
 TYPE_A = 1
 TYPE_NS = 2
@@ -75,8 +75,6 @@ RCODE_REFUSED = 5
 
 TTL = 30
 EDNS_UDP_SIZE = 1232
-IP_FREEBIND = 15
-IPV6_FREEBIND = 78
 
 
 def qtype_name(qtype: int) -> str:
@@ -238,21 +236,6 @@ def parse_listen(spec: str, default_port: int = 53) -> tuple[int, str, int]:
         host, port = spec, default_port
     ip = ipaddress.ip_address(host)
     return (socket.AF_INET if ip.version == 4 else socket.AF_INET6), str(ip), port
-
-
-def bind_socket(family: int, kind: int, addr: str, port: int) -> socket.socket:
-    s = socket.socket(family, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        with contextlib.suppress(OSError):
-            s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-    with contextlib.suppress(OSError):
-        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-    s.bind((addr, port))
-    if kind == socket.SOCK_STREAM:
-        s.listen(64)
-    return s
 
 
 class Server:

@@ -27,13 +27,11 @@ import threading
 from collections.abc import Sequence
 
 if __package__:
-    from wgns.sim.servutil import json_line, parse_args
+    from wgns.sim.servutil import bind_socket, json_line, parse_args
 else:  # run as a script (`python -E -s -S .../echo.py`): its directory is on sys.path
-    from servutil import json_line, parse_args  # type: ignore[import-not-found,no-redef]
+    from servutil import bind_socket, json_line, parse_args  # type: ignore[import-not-found,no-redef]
 
 MAX_BYTES = 100 * 1024 * 1024
-IP_FREEBIND = 15
-IPV6_FREEBIND = 78
 
 
 def client_ip(peer: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -41,21 +39,6 @@ def client_ip(peer: tuple[str, int] | tuple[str, int, int, int]) -> str:
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]
     return ip.split("%", 1)[0]
-
-
-def bind_socket(family: int, kind: int, addr: str, port: int) -> socket.socket:
-    s = socket.socket(family, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        with contextlib.suppress(OSError):
-            s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-    with contextlib.suppress(OSError):
-        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-    s.bind((addr, port))
-    if kind == socket.SOCK_STREAM:
-        s.listen(128)
-    return s
 
 
 class Echo:

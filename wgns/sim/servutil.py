@@ -6,6 +6,8 @@ imported as a sibling, so it must stay stdlib-only and import nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -76,3 +78,23 @@ def parse_args(
         else:
             out.values[name] = val
     return out
+
+
+IP_FREEBIND = 15  # linux/in.h: bind before the address exists (servers start before links)
+IPV6_FREEBIND = 78
+
+
+def bind_socket(family: int, kind: int, addr: str, port: int) -> socket.socket:
+    """A server socket on ADDR:PORT; TCP ones listening."""
+    s = socket.socket(family, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    s.bind((addr, port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(128)
+    return s
