@@ -28,21 +28,21 @@ and a death by signal are the command's own.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import _signal  # type: ignore[import-not-found]  # (no stub; signal's C half)
 import errno
 import os
 import pwd
-import signal
 import stat
 import sys
-from collections.abc import Mapping, Sequence
 
-from wgns import netns, state
+from wgns import libc, netns, state
 from wgns.errors import WgnsError
 
+# Every import here is paid by every wrapped command: no contextlib, ctypes (wgns.libc instead),
+# signal (its enum wrappers; _signal is the same functions), re, json or typing.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import NoReturn
 
 #: Directories holding unix sockets through which host daemons resolve names for a client.
@@ -311,80 +311,31 @@ def child_environment(environ: Mapping[str, str], target: Target, ns: str | None
 
 # ---------------------------------------------------------------------------- kernel helpers
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.prctl.argtypes = [
-    ctypes.c_int,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-]
-_SYS_OPEN_TREE = 428  # the same on every architecture but alpha (unified syscall table)
-_SYS_MOVE_MOUNT = 429
 _OPEN_TREE_CLONE = 1
-_OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_AT_FDCWD = -100
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MS_RDONLY = 1
 _ST_RDONLY = 1
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-def _errno_error(what: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def mount_on_link(source: str, link: str) -> None:
     """Mount a clone of SOURCE on the symlink LINK itself (the link is not followed)."""
-    fd = _libc.syscall(
-        _SYS_OPEN_TREE,
-        ctypes.c_int(_AT_FDCWD),
-        ctypes.c_char_p(source.encode()),
-        ctypes.c_uint(_OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC),
-    )
-    if fd < 0:
-        raise _errno_error(f"open_tree {source}")
+    fd = libc.open_tree(source, _OPEN_TREE_CLONE | os.O_CLOEXEC)
     try:
-        ret = _libc.syscall(
-            _SYS_MOVE_MOUNT,
-            ctypes.c_int(fd),
-            ctypes.c_char_p(b""),
-            ctypes.c_int(_AT_FDCWD),
-            ctypes.c_char_p(link.encode()),
-            ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH),
-        )
-        if ret != 0:
-            raise _errno_error(f"move_mount {link}")
+        libc.move_mount_fd(fd, link, _MOVE_MOUNT_F_EMPTY_PATH)
     finally:
         os.close(fd)
 
 
 def clear_capabilities() -> None:
     """Empty the effective, permitted, inheritable and ambient sets of the calling thread."""
-    if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        if err != errno.EINVAL:  # EINVAL: a kernel without ambient capabilities (< 4.3)
-            raise _errno_error("prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    if _libc.capset(ctypes.byref(header), data) != 0:
-        raise _errno_error("capset")
+    try:
+        libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: a kernel without ambient capabilities (< 4.3)
+            raise
+    libc.capset_empty()
 
 
 def capability_sets(pid: str = "self") -> dict[str, int]:
@@ -501,9 +452,11 @@ def remount_sys() -> None:
         netns.umount("/sys", netns.MNT_DETACH)
     except OSError:
         # nothing to unmount, or it is busy: a read-only /sys cannot be covered read-write
-        with contextlib.suppress(OSError):
+        try:
             if os.statvfs("/sys").f_flag & _ST_RDONLY:
                 flags |= _MS_RDONLY
+        except OSError:
+            pass
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
 
@@ -560,12 +513,14 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     Raises ExecError 127 when no PATH entry has it (directories the user may not search count as
     not having it), 126 when one has it but it cannot be executed."""
     # Python ignores these; an exec'd program must get the default dispositions back
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 stream.flush()
+            except (OSError, ValueError):
+                pass
     args, environ, name = list(argv), dict(env), argv[0]
     if "/" in name:
         candidates = [name]
@@ -629,7 +584,9 @@ def run(
         except OSError as e:
             raise WgnsError(f"cannot enter namespace {ns}: {e}") from e
         if cwd is not None:
-            with contextlib.suppress(OSError):
-                os.chdir(cwd)  # the same path in the new view of the file system
+            try:
+                os.chdir(cwd)
+            except OSError:
+                pass  # the same path in the new view of the file system
     drop_privileges(target)
     exec_command(argv, env)

@@ -8,18 +8,16 @@ namespace; different namespaces never contend.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
-from collections.abc import Iterator
 
 from wgns.errors import WgnsError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from types import TracebackType
     from typing import Any
 
 STATE_DIR = "/run/wgns"  # a string, not pathlib: `wgns exec` reads records on every start
@@ -113,6 +111,8 @@ def save(rec: Record) -> None:
     _ensure_dir()
     p = path_of(rec.ns)
     tmp = f"{STATE_DIR}/.{rec.ns}.json.{os.getpid()}.tmp"
+    import json  # here, not at the top: `wgns exec` only reads records (see _parse_json)
+
     data = json.dumps(rec.to_json(), indent=1, sort_keys=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -122,10 +122,39 @@ def save(rec: Record) -> None:
     os.replace(tmp, p)
 
 
+class _JSONContext:
+    """What the C scanner of _json reads off a json.JSONDecoder: the defaults of json.loads."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity, -Infinity
+
+
+def _parse_json(text: str) -> Any:
+    """json.loads(TEXT) through the json module's own C scanner, without importing json, whose
+    import (re, enum) costs `wgns exec` ~5 ms. Falls back to json where _json is not there."""
+    stripped = text.strip(" \t\n\r")
+    try:
+        import _json
+
+        scan = _json.make_scanner(_JSONContext)  # type: ignore[arg-type]
+        value, end = scan(stripped, 0)
+    except (ImportError, StopIteration):
+        end = -1
+    if end != len(stripped):
+        import json
+
+        return json.loads(text)  # raises json.JSONDecodeError (a ValueError) with the position
+    return value
+
+
 def load(ns: str) -> Record | None:
     try:
         with open(path_of(ns)) as f:
-            return Record.from_json(json.load(f))
+            return Record.from_json(_parse_json(f.read()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as e:
@@ -136,8 +165,10 @@ def load(ns: str) -> Record | None:
 
 
 def remove(ns: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    try:
         os.unlink(path_of(ns))
+    except FileNotFoundError:
+        pass
 
 
 def managed() -> list[str]:
@@ -167,51 +198,76 @@ class Lock:
         self.release_files = release_files
 
 
-@contextlib.contextmanager
-def locked(ns: str, *, wait: float = 30.0, release_files: bool = False) -> Iterator[Lock]:
+class locked:  # lower case: used like a function, `with state.locked(ns) as lock:`
     """Hold the per-namespace lock; a second `up`/`down` of NS waits up to WAIT seconds.
 
     With RELEASE_FILES (used by `down`), the lock file, and /run/wgns when it is empty, are
     removed on the way out so that nothing of wgns is left behind. A waiter that then gets the
     lock on the unlinked file notices (different inode) and takes the lock again on a new file.
+    (A class, not a @contextmanager generator: this module is on `wgns exec`'s start-up path and
+    contextlib costs it ~3 ms.)
     """
-    lock_path = f"{STATE_DIR}/{ns}.lock"
-    deadline = time.monotonic() + wait
-    while True:
-        _ensure_dir()
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            continue  # /run/wgns was removed under us by a finishing `down`
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise WgnsError(
-                            f"namespace {ns} is busy: another wgns is changing it",
-                            hint=f"wait for it, or check `wgns status {ns}`",
-                        ) from None
-                    time.sleep(0.02)
+
+    def __init__(self, ns: str, *, wait: float = 30.0, release_files: bool = False) -> None:
+        self.ns = ns
+        self.wait = wait
+        self.path = f"{STATE_DIR}/{ns}.lock"
+        self.handle = Lock(release_files)
+        self._fd = -1
+
+    def __enter__(self) -> Lock:
+        deadline = time.monotonic() + self.wait
+        while True:
+            _ensure_dir()
             try:
-                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except FileNotFoundError:
-                same = False
-            if not same:
-                continue  # we locked a file a finishing `down` had already unlinked
-            handle = Lock(release_files)
+                continue  # /run/wgns was removed under us by a finishing `down`
             try:
-                yield handle
-            finally:
-                if handle.release_files:
-                    with contextlib.suppress(OSError):
-                        os.unlink(lock_path)
-                    with contextlib.suppress(OSError):
-                        os.rmdir(STATE_DIR)
-            return
+                self._flock(fd, deadline)
+                try:
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                self._fd = fd
+                return self.handle
+            os.close(fd)  # we locked a file a finishing `down` had already unlinked
+
+    def _flock(self, fd: int, deadline: float) -> None:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WgnsError(
+                        f"namespace {self.ns} is busy: another wgns is changing it",
+                        hint=f"wait for it, or check `wgns status {self.ns}`",
+                    ) from None
+                time.sleep(0.02)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.handle.release_files:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+                try:
+                    os.rmdir(STATE_DIR)  # only when empty: other namespaces' files stay
+                except OSError:
+                    pass
         finally:
-            os.close(fd)
+            os.close(self._fd)
+            self._fd = -1

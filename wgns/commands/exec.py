@@ -8,7 +8,6 @@ commands and its start-up time is the price of every wrapped command. See docs/e
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
 
 from wgns.errors import UsageError, WgnsError, interrupted, report
 
@@ -16,6 +15,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
 
 _EXEC_USAGE = "wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]"
 _SHELL_USAGE = "wgns shell NS [--user USER] [--if-up]"
