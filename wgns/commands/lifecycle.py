@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable
 
 from wgns import netns
 from wgns.errors import WgnsError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
 
 
 def register(
@@ -39,15 +42,21 @@ def register(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    return up(args.profile, name=args.name, backend=args.backend, reload=args.reload)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return down(args.ns)
+
+
+def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
     from wgns import lifecycle
 
-    profile = lifecycle.load(args.profile, name=args.name, backend=args.backend)
-    result = lifecycle.up(profile, reload=args.reload)
+    profile = lifecycle.load(ref, name=name, backend=backend)
+    result = lifecycle.up(profile, reload=reload)
     if result.already_up:
         what = (
-            "reloaded"
-            if args.reload
-            else "already up (nothing changed; --reload applies peer changes)"
+            "reloaded" if reload else "already up (nothing changed; --reload applies peer changes)"
         )
         print(f"wgns: {result.ns} is {what}", file=sys.stderr)
     else:
@@ -58,27 +67,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(args: argparse.Namespace) -> int:
+def down(ns: str) -> int:
     from wgns import teardown  # not lifecycle: down needs none of up's parsing and planning
 
-    was_managed, errors = teardown.down(args.ns)
+    was_managed, errors = teardown.down(ns)
     if not was_managed:
-        if netns.exists(args.ns):
-            print(f"wgns: {args.ns} is not managed by wgns; left alone", file=sys.stderr)
+        if netns.exists(ns):
+            print(f"wgns: {ns} is not managed by wgns; left alone", file=sys.stderr)
         else:
-            print(f"wgns: {args.ns} is not up", file=sys.stderr)
+            print(f"wgns: {ns} is not up", file=sys.stderr)
         return 0
     if errors:
         for e in errors:
-            print(f"wgns: down {args.ns}: {e}", file=sys.stderr)
+            print(f"wgns: down {ns}: {e}", file=sys.stderr)
         raise WgnsError(
-            f"{args.ns} was only partly removed ({len(errors)} error(s) above)",
-            hint=f"fix them and run `wgns down {args.ns}` again",
+            f"{ns} was only partly removed ({len(errors)} error(s) above)",
+            hint=f"fix them and run `wgns down {ns}` again",
         )
-    left = teardown.leftover_processes(args.ns)
+    left = teardown.leftover_processes(ns)
     if left:
         print(
-            f"wgns: note: {len(left)} process(es) still in {args.ns} have lost their network "
+            f"wgns: note: {len(left)} process(es) still in {ns} have lost their network "
             f"(pids {' '.join(map(str, left[:10]))})",
             file=sys.stderr,
         )
