@@ -8,12 +8,14 @@ what was done is rolled back, and nothing else.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterable
 
 from wgns import log, netns, state
 from wgns.errors import WgnsError
-from wgns.ops import Op, Teardown
+from wgns.ops import SIGKILL, Op, Teardown
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def _fault_point() -> tuple[int, bool] | None:
@@ -47,12 +49,12 @@ class Executor:
         self._save()
         log.debug("[#] %s", op.describe())
         if self._fault == (index, False):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGKILL)
         op.apply()
         if op.result != entry.get("result"):
             checkpoint()
         if self._fault == (index, True):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGKILL)
 
     def apply_all(self, ops: Iterable[Op]) -> None:
         """Apply OPS in order; on any failure undo everything journaled, then re-raise."""

@@ -46,9 +46,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from wgns import killswitch, log, names, netns, state
 from wgns.errors import UsageError, WgnsError
@@ -647,19 +646,30 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@dataclass
 class Forwarding(Op):
     """All forwards of one namespace. ``apply`` converges the system to ``forwards`` from what
     ``result`` says exists; ``undo`` removes everything ``result`` lists. Runtime changes
     replace this one journal entry (never append), so the journal stays exact."""
 
-    kind: ClassVar[str] = "forwards"
-    ns: str
-    forwards: list[dict[str, Any]] = field(default_factory=list)
-    allow_host: list[int] = field(default_factory=list)
-    # the kill switch spec (killswitch.Spec.to_json()), None without a kill switch: re-rendered
-    # with the openings of the forwards, and kept in the state record for `wgns check`
-    killswitch: dict[str, Any] | None = None
+    kind = "forwards"
+
+    def __init__(
+        self,
+        *,
+        ns: str,
+        forwards: list[dict[str, Any]] | None = None,
+        allow_host: list[int] | None = None,
+        killswitch: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
+        self.forwards: list[dict[str, Any]] = [] if forwards is None else forwards
+        self.allow_host: list[int] = [] if allow_host is None else allow_host
+        # the kill switch spec (killswitch.Spec.to_json()), None without a kill switch:
+        # re-rendered with the openings of the forwards, and kept in the state record for
+        # `wgns check`
+        self.killswitch = killswitch
 
     def describe(self) -> str:
         fw = ", ".join(

@@ -11,28 +11,30 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from wgns import netns
 from wgns.errors import WgnsError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Sequence
     from typing import Any, ClassVar
 
     from wgns.model import Interface
+
+# `wgns down` of a namespace wgns created runs no tool at all, so subprocess (which pulls in
+# signal, enum, threading, selectors and re: ~5 ms) is imported only where a tool is run, and
+# signal numbers are spelled out (Linux's) instead of importing signal for two constants.
+SIGKILL = 9
+SIGTERM = 15
 
 # Op kinds defined outside this module, imported only when a journal names them
 KIND_MODULES = {"forwards": "wgns.forward"}
 
 
-WIREGUARD_RUN_DIR = Path("/run/wireguard")
+WIREGUARD_RUN_DIR = "/run/wireguard"  # a string: pathlib costs ~4 ms of `wgns down`
 _GONE_MARKERS = (
     "Cannot find device",
     "does not exist",
@@ -52,6 +54,8 @@ def run(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool; with NS, inside that network namespace (the child inherits the thread's)."""
+    import subprocess
+
     with netns.entered(ns):
         try:
             proc = subprocess.run(
@@ -68,6 +72,8 @@ def ip_batch(lines: Sequence[str], *, ns: str | None = None) -> None:
     """Many iproute2 commands in one process (`ip -b`): one fork instead of one per command."""
     if not lines:
         return
+    import subprocess
+
     argv = ["ip", "-n", ns, "-b", "-"] if ns else ["ip", "-b", "-"]
     proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
     if proc.returncode != 0:
@@ -82,6 +88,8 @@ def del_link(ifname: str, *, ns: str | None) -> bool:
     """Delete IFNAME in NS (None: the current namespace). False when it was not there."""
     if ns is not None and not netns.exists(ns):
         return False
+    import subprocess
+
     argv = ["ip", "-n", ns, "link", "del", ifname] if ns else ["ip", "link", "del", ifname]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode == 0:
@@ -108,22 +116,55 @@ def process_alive(pid: int, starttime: int | None) -> bool:
 
 def stop_process(pid: int, starttime: int | None, *, grace: float = 2.0) -> bool:
     """Stop PID if it is still the process we started (same start time). False if gone."""
-    if pid <= 0 or proc_starttime(pid) is None:
+    current = proc_starttime(pid) if pid > 0 else None
+    if current is None:
         return False
-    if starttime is not None and proc_starttime(pid) != starttime:
+    if starttime is not None and current != starttime:
         return False  # the pid was reused by someone else's process
+    # A pidfd wakes us the moment the process exits; polling /proc would oversleep.
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # it exited since the check
+    except OSError:  # no pidfds (Linux < 5.3, or a seccomp filter): poll /proc instead
+        pidfd = -1
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+        os.kill(pid, SIGTERM)
+    if pidfd >= 0:
+        try:
+            exited = _wait_exit(pidfd, grace)
+        finally:
+            os.close(pidfd)
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if proc_starttime(pid) is None or _is_zombie(pid):
+            os.waitpid(pid, os.WNOHANG)  # our own child (a rolled-back `up`): reap it
+        if exited:
             return True
-        time.sleep(0.005)
+    else:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if proc_starttime(pid) is None or _is_zombie(pid):
+                return True
+            time.sleep(0.005)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, SIGKILL)
     return True
+
+
+def _wait_exit(pidfd: int, timeout: float) -> bool:
+    """A pidfd turns readable when its process has exited: wait up to TIMEOUT for that."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if poller.poll(max(1, int(left * 1000 + 0.999))):  # retried after EINTR by Python
+            return True
 
 
 def _is_zombie(pid: int) -> bool:
@@ -135,37 +176,53 @@ def _is_zombie(pid: int) -> bool:
     return data[data.rindex(")") + 2] == "Z"
 
 
-@dataclass(frozen=True)
 class Teardown:
     """What an undo may rely on: DOOMED namespaces are deleted later in this same teardown and
     hold no processes, so whatever lives only inside them goes with them."""
 
-    doomed: frozenset[str] = frozenset()
+    __slots__ = ("doomed",)
+
+    def __init__(self, doomed: frozenset[str] = frozenset()) -> None:
+        self.doomed = doomed
 
 
 def link_exists(ifname: str, *, ns: str | None) -> bool:
     """Without a process: if_nametoindex answers for the calling thread's namespace."""
+    import _socket  # the C module: socket.py adds enums and selectors (~3 ms) for nothing here
+
     if ns is not None and not netns.exists(ns):
         return False
     with netns.entered(ns):
         try:
-            socket.if_nametoindex(ifname)
+            _socket.if_nametoindex(ifname)
         except OSError:
             return False
     return True
 
 
-# repr=False, eq=False: each generated method is an exec() at import time
-@dataclass(repr=False, eq=False)
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (what dataclasses.asdict did for the journal entry)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
 class Op:
-    """Base class: subclasses are dataclasses registered by their ``kind``."""
+    """Base class: subclasses are registered by their ``kind``. Plain classes, not dataclasses:
+    `wgns down` would pay ~9 ms to import dataclasses and create them. An op's journaled fields
+    are its public attributes, which ``__init__`` takes as keyword arguments."""
 
     if TYPE_CHECKING:
         kind: ClassVar[str]
         registry: ClassVar[dict[str, type[Op]]]
     kind = ""
     registry = {}
-    result: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    result: dict[str, Any]
+
+    def __init__(self, *, result: dict[str, Any] | None = None) -> None:
+        self.result = {} if result is None else result
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -191,7 +248,7 @@ class Op:
         """Reverse apply; tolerate "never applied" and "already gone"."""
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        d = {k: _copy(v) for k, v in vars(self).items() if not k.startswith("_")}
         d["kind"] = self.kind
         return d
 
@@ -207,10 +264,18 @@ class Op:
         return cls(**d)
 
 
-@dataclass(repr=False, eq=False)
 class AddNetns(Op):
     kind = "netns_add"
     ns: str
+
+    def __init__(
+        self,
+        *,
+        ns: str,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
 
     def describe(self) -> str:
         return f"ip netns add {self.ns}"
@@ -222,7 +287,6 @@ class AddNetns(Op):
         netns.delete(self.ns)
 
 
-@dataclass(repr=False, eq=False)
 class WriteNetnsFiles(Op):
     """/etc/netns/NS/* (resolv.conf, hosts, nsswitch.conf): restores what was there before."""
 
@@ -230,51 +294,65 @@ class WriteNetnsFiles(Op):
     ns: str
     files: dict[str, str]
 
+    def __init__(
+        self,
+        *,
+        ns: str,
+        files: dict[str, str],
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
+        self.files = files
+
     def describe(self) -> str:
-        return f"write {', '.join(str(Path(netns.etc_dir_of(self.ns)) / n) for n in self.files)}"
+        d = netns.etc_dir_of(self.ns)
+        return f"write {', '.join(f'{d}/{n}' for n in self.files)}"
 
     def prepare(self) -> None:
-        d = Path(netns.etc_dir_of(self.ns))
-        self.result["dir_created"] = not d.exists()
+        d = netns.etc_dir_of(self.ns)
+        self.result["dir_created"] = not os.path.exists(d)
         self.result["etc_netns_created"] = not os.path.exists(netns.NETNS_ETC_DIR)
         prior: dict[str, str | None] = {}
         for name in self.files:
             try:
-                prior[name] = (d / name).read_text()
+                with open(f"{d}/{name}") as f:
+                    prior[name] = f.read()
             except FileNotFoundError:
                 prior[name] = None
         self.result["prior"] = prior
 
     def apply(self) -> None:
-        d = Path(netns.etc_dir_of(self.ns))
-        d.mkdir(parents=True, exist_ok=True)
+        d = netns.etc_dir_of(self.ns)
+        os.makedirs(d, exist_ok=True)
         for name, content in self.files.items():
-            tmp = d / f".{name}.wgns-tmp"
-            tmp.write_text(content)
+            tmp = f"{d}/.{name}.wgns-tmp"
+            with open(tmp, "w") as f:
+                f.write(content)
             os.chmod(tmp, 0o644)
-            os.replace(tmp, d / name)
+            os.replace(tmp, f"{d}/{name}")
 
     def undo(self, ctx: Teardown) -> None:
-        d = Path(netns.etc_dir_of(self.ns))
+        d = netns.etc_dir_of(self.ns)
         prior: dict[str, str | None] = self.result.get("prior", {})
         for name in self.files:
             old = prior.get(name)
             if old is None:
                 with contextlib.suppress(FileNotFoundError):
-                    (d / name).unlink()
+                    os.unlink(f"{d}/{name}")
             else:
-                (d / name).write_text(old)
+                with open(f"{d}/{name}", "w") as f:
+                    f.write(old)
             with contextlib.suppress(FileNotFoundError):
-                (d / f".{name}.wgns-tmp").unlink()
+                os.unlink(f"{d}/.{name}.wgns-tmp")
         if self.result.get("dir_created", True):
             with contextlib.suppress(OSError):
-                d.rmdir()
+                os.rmdir(d)
         if self.result.get("etc_netns_created", False):
             with contextlib.suppress(OSError):
                 os.rmdir(netns.NETNS_ETC_DIR)
 
 
-@dataclass(repr=False, eq=False)
 class CreateWireguard(Op):
     """The wg interface, created in the birthplace so its UDP socket lives there."""
 
@@ -283,6 +361,21 @@ class CreateWireguard(Op):
     backend: str  # "kernel" | "userspace"
     birthplace: str | None
     target: str
+
+    def __init__(
+        self,
+        *,
+        ifname: str,
+        backend: str,
+        birthplace: str | None,
+        target: str,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ifname = ifname
+        self.backend = backend
+        self.birthplace = birthplace
+        self.target = target
 
     def describe(self) -> str:
         where = f" in {self.birthplace}" if self.birthplace else ""
@@ -293,7 +386,7 @@ class CreateWireguard(Op):
     def prepare(self) -> None:
         # Remove /run/wireguard on undo only if this op made it: an rmdir also detaches a
         # mount on it in other mount namespaces (Linux >= 3.18), e.g. another daemon's private one
-        self.result["run_dir_created"] = not WIREGUARD_RUN_DIR.exists()
+        self.result["run_dir_created"] = not os.path.exists(WIREGUARD_RUN_DIR)
 
     def apply(self) -> None:
         from wgns import backend
@@ -320,10 +413,10 @@ class CreateWireguard(Op):
                 # the daemon closes its TUN on the way out, which removes the interface
                 stop_process(pid, self.result.get("starttime"))
             with contextlib.suppress(FileNotFoundError):
-                (WIREGUARD_RUN_DIR / f"{self.ifname}.sock").unlink()
+                os.unlink(f"{WIREGUARD_RUN_DIR}/{self.ifname}.sock")
             if self.result.get("run_dir_created", False):
                 with contextlib.suppress(OSError):
-                    WIREGUARD_RUN_DIR.rmdir()
+                    os.rmdir(WIREGUARD_RUN_DIR)
         errors = []
         for where in (self.target, self.birthplace):
             if where is not None and where in ctx.doomed:
@@ -337,7 +430,6 @@ class CreateWireguard(Op):
             raise WgnsError("; ".join(errors))
 
 
-@dataclass(repr=False, eq=False)
 class ConfigureWireguard(Op):
     """Keys and peers, never through argv: the UAPI socket for wireguard-go, `wg setconf` with
     the config on stdin for the kernel."""
@@ -345,9 +437,24 @@ class ConfigureWireguard(Op):
     kind = "wg_config"
     ifname: str
     ns: str | None  # where the device is when configured
-    backend: str = "kernel"
-    peers: int = 0
-    _iface: Interface | None = field(default=None, repr=False, kw_only=True)
+    backend: str
+    peers: int
+
+    def __init__(
+        self,
+        *,
+        ifname: str,
+        ns: str | None,
+        backend: str = "kernel",
+        peers: int = 0,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self._iface: Interface | None = None  # set by the planner; never journaled
+        self.ifname = ifname
+        self.ns = ns
+        self.backend = backend
+        self.peers = peers
 
     def describe(self) -> str:
         how = "uapi set" if self.backend == "userspace" else "wg setconf"
@@ -369,12 +476,24 @@ class ConfigureWireguard(Op):
         )
 
 
-@dataclass(repr=False, eq=False)
 class MoveLink(Op):
     kind = "link_move"
     ifname: str
     source: str | None
     target: str
+
+    def __init__(
+        self,
+        *,
+        ifname: str,
+        source: str | None,
+        target: str,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ifname = ifname
+        self.source = source
+        self.target = target
 
     def describe(self) -> str:
         return f"ip link set {self.ifname} netns {self.target}"
@@ -383,13 +502,23 @@ class MoveLink(Op):
         ip_batch([f"link set {self.ifname} netns {self.target}"], ns=self.source)
 
 
-@dataclass(repr=False, eq=False)
 class IpCommands(Op):
     """Addresses, MTU, link state and routes inside the namespace, in one `ip -b`."""
 
     kind = "ip_batch"
     ns: str
     lines: list[str]
+
+    def __init__(
+        self,
+        *,
+        ns: str,
+        lines: list[str],
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
+        self.lines = lines
 
     def describe(self) -> str:
         return "; ".join(f"ip -n {self.ns} {line}" for line in self.lines)
@@ -398,7 +527,6 @@ class IpCommands(Op):
         ip_batch(self.lines, ns=self.ns)
 
 
-@dataclass(repr=False, eq=False)
 class LinkUp(Op):
     """Bring a link up in a namespace wgns did not create, restoring its old state on undo."""
 
@@ -406,10 +534,23 @@ class LinkUp(Op):
     ns: str
     ifname: str
 
+    def __init__(
+        self,
+        *,
+        ns: str,
+        ifname: str,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
+        self.ifname = ifname
+
     def describe(self) -> str:
         return f"ip -n {self.ns} link set {self.ifname} up"
 
     def prepare(self) -> None:
+        import subprocess
+
         proc = subprocess.run(
             ["ip", "-n", self.ns, "-j", "link", "show", "dev", self.ifname],
             capture_output=True,
@@ -427,7 +568,6 @@ class LinkUp(Op):
         ip_batch([f"link set {self.ifname} down", f"address flush dev {self.ifname}"], ns=self.ns)
 
 
-@dataclass(repr=False, eq=False)
 class NftTable(Op):
     """The namespace's own nft table, created or replaced atomically by one `nft -f`."""
 
@@ -436,6 +576,21 @@ class NftTable(Op):
     family: str
     table: str
     ruleset: str
+
+    def __init__(
+        self,
+        *,
+        ns: str | None,
+        family: str,
+        table: str,
+        ruleset: str,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
+        self.family = family
+        self.table = table
+        self.ruleset = ruleset
 
     def describe(self) -> str:
         where = f" in {self.ns}" if self.ns else ""
@@ -454,7 +609,6 @@ class NftTable(Op):
             raise WgnsError(f"cannot delete nft table {self.table}: {proc.stderr.strip()}")
 
 
-@dataclass(repr=False, eq=False)
 class RunHook(Op):
     """A PreUp/PostUp command (`sh -c`), with %i replaced as wg-quick does."""
 
@@ -464,11 +618,28 @@ class RunHook(Op):
     ns: str | None
     ifname: str
 
+    def __init__(
+        self,
+        *,
+        when: str,
+        command: str,
+        ns: str | None,
+        ifname: str,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.when = when
+        self.command = command
+        self.ns = ns
+        self.ifname = ifname
+
     def describe(self) -> str:
         where = f" in {self.ns}" if self.ns else ""
         return f"{self.when}{where}: {self.command.replace('%i', self.ifname)}"
 
     def apply(self) -> None:
+        import subprocess
+
         cmd = self.command.replace("%i", self.ifname)
         with netns.entered(self.ns):
             proc = subprocess.run(["sh", "-c", cmd])
