@@ -227,14 +227,20 @@ def resolve_target(
 # ------------------------------------------------------------------------------- environment
 
 
-def _matches(patterns: Sequence[str], name: str) -> bool:
-    for pat in patterns:
-        if pat.endswith("*") and "*" not in pat[:-1]:
-            if name.startswith(pat[:-1]):
-                return True
-        elif name == pat:
-            return True
-    return False
+class _Patterns:
+    """sudo's name patterns, split once: exact names, and the prefixes of "NAME*" patterns (a
+    wrapped command's start pays for every variable of the environment tested here)."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.exact = frozenset(p for p in patterns if not p.endswith("*"))
+        self.prefixes = tuple(p[:-1] for p in patterns if p.endswith("*") and "*" not in p[:-1])
+
+    def match(self, name: str) -> bool:
+        return name in self.exact or name.startswith(self.prefixes)
+
+
+_DELETE = _Patterns([p for p in SUDO_ENV_DELETE if "=" not in p])
+_CHECK = _Patterns(SUDO_ENV_CHECK)
 
 
 def _tz_is_safe(value: str) -> bool:
@@ -255,11 +261,11 @@ def _tz_is_safe(value: str) -> bool:
 
 def sudo_drops(name: str, value: str) -> bool:
     """True when `sudo -E` would not pass NAME=VALUE on (with sudo's default settings)."""
-    if _matches([p for p in SUDO_ENV_DELETE if "=" not in p], name):
+    if _DELETE.match(name):
         return True
     if "=()" in f"{name}={value}":  # sudo's "*=()*", matched against NAME=VALUE
         return True
-    if _matches(SUDO_ENV_CHECK, name):
+    if _CHECK.match(name):
         if name == "TZ":
             return not _tz_is_safe(value)
         return "/" in value or "%" in value
