@@ -19,8 +19,7 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from ipaddress import (
     IPv4Address,
     IPv6Address,
@@ -29,7 +28,6 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
-from typing import Any
 
 from wgns import netns
 from wgns.errors import ConfigError
@@ -50,6 +48,11 @@ from wgns.model import (
     Proto,
     Secret,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
 
 ETC_DIR = Path("/etc/wgns")
 
@@ -317,12 +320,16 @@ _HOOK_KEYS = {
 }
 
 
-@dataclass(frozen=True)
+# The parser's scratch records are plain classes: every dataclass costs ~0.5 ms of each
+# `wgns up` to create (its methods are exec()'d), and these never leave this module.
 class _QuickLine:
-    number: int
-    key: str  # canonical spelling
-    value: str
-    has_equals: bool
+    __slots__ = ("has_equals", "key", "number", "value")
+
+    def __init__(self, number: int, key: str, value: str, has_equals: bool) -> None:
+        self.number = number
+        self.key = key  # canonical spelling
+        self.value = value
+        self.has_equals = has_equals
 
 
 def _read_lines(text: str) -> list[tuple[int, str]]:
@@ -393,23 +400,27 @@ _WG_PEER_KEYS = {
 _ALL_INTERFACE_KEYS = [*_WG_INTERFACE_KEYS.values(), *_QUICK_KEYS.values()]
 
 
-@dataclass
 class _PeerDraft:
-    line: int
-    public_key: str | None = None
-    preshared_key: Secret | None = None
-    allowed_ips: list[IPNetwork] = field(default_factory=list)
-    endpoint: Endpoint | None = None
-    keepalive: int | None = None
+    __slots__ = ("allowed_ips", "endpoint", "keepalive", "line", "preshared_key", "public_key")
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.public_key: str | None = None
+        self.preshared_key: Secret | None = None
+        self.allowed_ips: list[IPNetwork] = []
+        self.endpoint: Endpoint | None = None
+        self.keepalive: int | None = None
 
 
-@dataclass
 class _InterfaceDraft:
-    line: int | None = None  # of the first [Interface] header
-    private_key: Secret | None = None
-    listen_port: int | None = None
-    fwmark: int | None = None
-    peers: list[_PeerDraft] = field(default_factory=list)
+    __slots__ = ("fwmark", "line", "listen_port", "peers", "private_key")
+
+    def __init__(self) -> None:
+        self.line: int | None = None  # of the first [Interface] header
+        self.private_key: Secret | None = None
+        self.listen_port: int | None = None
+        self.fwmark: int | None = None
+        self.peers: list[_PeerDraft] = []
 
 
 def _wg_line(

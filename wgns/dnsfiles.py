@@ -22,9 +22,12 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-from typing import Literal
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Literal
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -18,16 +18,23 @@ Everything here but :func:`live` and :func:`canonical` is pure.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from wgns import names
 from wgns.errors import WgnsError
 from wgns.model import Profile
+
+try:  # the builtin module: hashlib would load OpenSSL first (~3 ms of every `wgns up`)
+    from _sha256 import sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import sha256
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 FAMILY = "inet"
 SEAL_PREFIX = "wgns kill switch"
@@ -138,7 +145,7 @@ def _set(names: Sequence[str]) -> str:
 
 def seal_of(body: str) -> str:
     """The table comment: a hash of the table's body (chains and rules as rendered)."""
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    digest = sha256(body.encode()).hexdigest()[:16]
     return f"{SEAL_PREFIX} sha256:{digest}; edits are detected by wgns check"
 
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import socket
 from dataclasses import dataclass
 
-from wgns.errors import WgnsError
-from wgns.model import Interface
 from wgns.ops import run
 
 
@@ -65,46 +61,3 @@ def show(ifname: str, *, ns: str | None) -> DeviceState | None:
     if proc.returncode != 0:
         return None
     return parse_dump(proc.stdout)
-
-
-def _hex(key_b64: str) -> str:
-    return base64.b64decode(key_b64).hex()
-
-
-def uapi_set_text(iface: Interface) -> str:
-    """The cross-platform UAPI `set` request for IFACE: what `wg setconf` sends to wireguard-go,
-    with `replace_peers` so that it replaces the whole configuration too."""
-    lines = ["set=1", f"private_key={_hex(iface.private_key.reveal())}"]
-    if iface.listen_port is not None:
-        lines.append(f"listen_port={iface.listen_port}")
-    if iface.fwmark is not None:
-        lines.append(f"fwmark={iface.fwmark}")
-    lines.append("replace_peers=true")
-    for p in iface.peers:
-        lines.append(f"public_key={_hex(p.public_key)}")
-        if p.preshared_key is not None:
-            lines.append(f"preshared_key={_hex(p.preshared_key.reveal())}")
-        if p.endpoint is not None:
-            lines.append(f"endpoint={p.endpoint}")
-        if p.persistent_keepalive is not None:
-            lines.append(f"persistent_keepalive_interval={p.persistent_keepalive}")
-        lines.append("replace_allowed_ips=true")
-        lines.extend(f"allowed_ip={net}" for net in p.allowed_ips)
-    return "\n".join(lines) + "\n\n"
-
-
-def uapi_set(sock_path: str, iface: Interface) -> None:
-    """Configure a userspace device through its UAPI socket: no `wg` process, no argv."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(sock_path)
-        s.sendall(uapi_set_text(iface).encode())
-        reply = b""
-        while not reply.endswith(b"\n\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    fields = dict(line.split("=", 1) for line in reply.decode().split("\n") if "=" in line)
-    err = int(fields.get("errno", "-1"))
-    if err != 0:
-        raise WgnsError(f"wireguard-go refused the configuration of {iface.name} (errno {err})")
