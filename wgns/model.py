@@ -67,8 +67,14 @@ class HookWhere(enum.Enum):
     BIRTHPLACE = "birthplace"  # where the WireGuard UDP sockets live (wg-quick's behaviour)
 
 
+# Every dataclass here has a docstring: without one, @dataclass computes a signature-based
+# __doc__ through inspect.signature, ~0.3 ms per class of every `wgns up`.
+
+
 @dataclass(frozen=True)
 class Endpoint:
+    """A peer's Endpoint: host and UDP port."""
+
     host: str  # hostname, IPv4 or IPv6 literal (without brackets)
     port: int
 
@@ -78,6 +84,8 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Peer:
+    """One [Peer] of an interface."""
+
     public_key: str
     preshared_key: Secret | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
@@ -88,6 +96,8 @@ class Peer:
 
 @dataclass(frozen=True)
 class Hook:
+    """A PreUp/PostUp/PreDown/PostDown command."""
+
     when: HookWhen
     command: str
     where: HookWhere = HookWhere.BIRTHPLACE
@@ -125,6 +135,8 @@ class ForwardMode(enum.Enum):
 
 @dataclass(frozen=True)
 class Forward:
+    """A port forward from the host into the namespace (issue 5)."""
+
     host_port: int
     ns_port: int
     proto: Proto = Proto.TCP
