@@ -10,7 +10,7 @@ wgns configures the daemon through that socket itself (:func:`uapi_set`), as `wg
 from __future__ import annotations
 
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
-import base64
+import binascii  # not base64, a wrapper that imports struct too
 import os
 import subprocess
 import time
@@ -157,7 +157,7 @@ def start_userspace(
 
 
 def _hex(key_b64: str) -> str:
-    return base64.b64decode(key_b64).hex()
+    return binascii.a2b_base64(key_b64.encode("ascii")).hex()
 
 
 def uapi_set_text(iface: Interface) -> str:

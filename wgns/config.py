@@ -13,8 +13,7 @@ names. Secrets never reach a message: values are only ever echoed through :func:
 
 from __future__ import annotations
 
-import base64
-import binascii
+import binascii  # not base64, a wrapper that imports struct too
 import contextlib
 import os
 import re
@@ -103,12 +102,14 @@ def _located(path: Path | str, line: int | None, key: str | None) -> Iterator[No
 
 
 # A run this long of base64 characters could be (part of) a key: never echo it.
-_SECRETISH = re.compile(r"[A-Za-z0-9+/]{20,}=*")
+# Patterns that a valid .conf never needs (errors, hex fwmarks, host names, TOML) are plain
+# strings, compiled by re's own cache on first use: each compile costs 0.1 ms of start-up.
+_SECRETISH = r"[A-Za-z0-9+/]{20,}=*"
 
 
 def _plain(value: str, limit: int = 48) -> str:
     """A user-supplied value, safe to put into a one-line message: no secrets, no newlines."""
-    value = _SECRETISH.sub("<redacted>", value)
+    value = re.sub(_SECRETISH, "<redacted>", value)
     if len(value) > limit:
         value = value[:limit] + "..."
     return repr(value)[1:-1]
@@ -130,10 +131,10 @@ def _suggest(key: str, choices: Iterable[str]) -> str | None:
 # Values shared by .conf and TOML
 
 _DIGITS = re.compile(r"[0-9]+")  # not \d: that also matches non-ASCII digits
-_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_HEX = r"0x[0-9a-fA-F]+"
 _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,63}")
 _DNS_SERVER_SHAPE = re.compile(r"[0-9.]+|.*:.*", re.DOTALL)  # wg-quick's own test, verbatim
-_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_HOST_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 
 
 def _uint(text: str, hi: int) -> int | None:
@@ -149,11 +150,11 @@ def _parse_key(value: str) -> str:
     if len(value) != 44 or not value.endswith("=") or value.endswith("=="):
         raise _Invalid(KEY_ERROR)
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+        raw = binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise _Invalid(KEY_ERROR) from None
     # wg rejects keys whose last character carries stray low bits; re-encoding catches those.
-    if len(raw) != 32 or base64.b64encode(raw).decode("ascii") != value:
+    if len(raw) != 32 or binascii.b2a_base64(raw, newline=False).decode("ascii") != value:
         raise _Invalid(KEY_ERROR)
     return value
 
@@ -169,7 +170,7 @@ def _fwmark(text: str) -> int:
     if _lower(text) == "off":
         return 0
     n: int | None
-    if _HEX.fullmatch(text):
+    if re.fullmatch(_HEX, text):
         n = int(text, 16) if len(text[2:].lstrip("0")) <= 8 else None
     else:
         n = _uint(text, 0xFFFFFFFF)
@@ -245,7 +246,7 @@ def _allowed_ip(text: str) -> IPNetwork:
 
 def _hostname(text: str) -> bool:
     name = text[:-1] if text.endswith(".") else text
-    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in name.split("."))
+    return 0 < len(name) <= 253 and all(re.fullmatch(_HOST_LABEL, p) for p in name.split("."))
 
 
 def _endpoint(text: str) -> Endpoint:
@@ -739,8 +740,8 @@ def load_conf_file(path: Path, *, label: str) -> Interface:
 # TOML profiles
 
 # Unambiguous pieces (no two adjacent parts can match the same characters) keep the scan linear.
-_HEADER_RE = re.compile(r"\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(#.*)?")
-_KEY_RE = re.compile(r"""\s*("[^"\n]*"|'[^'\n]*'|[A-Za-z0-9_-]+)\s*[=.]""")
+_HEADER_RE = r"\s*(\[\[?)([^\[\]#]*)(\]\]?)\s*(#.*)?"
+_KEY_RE = r"""\s*("[^"\n]*"|'[^'\n]*'|[A-Za-z0-9_-]+)\s*[=.]"""
 
 Loc = tuple[str | int, ...]
 
@@ -758,13 +759,13 @@ class _TomlLines:
         counts: dict[Loc, int] = {}
         loc: Loc = ()
         for number, line in enumerate(text.split("\n"), 1):
-            m = _HEADER_RE.fullmatch(line)
+            m = re.fullmatch(_HEADER_RE, line)
             if m and len(m.group(1)) == len(m.group(3)):
                 parts = [p.strip().strip("\"'") for p in m.group(2).split(".")]
                 loc = self._locate(parts, len(m.group(1)) == 2, counts)
                 self.headers.setdefault(loc, number)
                 continue
-            k = _KEY_RE.match(line)
+            k = re.match(_KEY_RE, line)
             if k:
                 self.keys.setdefault(loc, {}).setdefault(k.group(1).strip("\"'"), number)
 
