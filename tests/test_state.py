@@ -92,3 +92,26 @@ def test_second_holder_waits_then_fails_clearly(state_dir: Path) -> None:
         holder.wait()
     with state.locked("b", wait=5):  # the holder died: its lock went with it
         pass
+
+
+RECORD_LIKE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(RECORD_LIKE)
+def test_dump_json_is_byte_identical_to_json_dumps(value: object) -> None:
+    assert state._dump_json(value) == json.dumps(value, indent=1, sort_keys=True)
+
+
+def test_dump_json_leaves_other_shapes_to_json() -> None:
+    for value in ({1: "int key"}, {"a": float("nan")}, [float("-inf")], {"x": {"y": True}}):
+        assert state._dump_json(value) == json.dumps(value, indent=1, sort_keys=True)
+    with pytest.raises(TypeError):
+        state._dump_json({"a": object()})

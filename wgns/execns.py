@@ -36,7 +36,7 @@ import stat
 import sys
 
 from wgns import libc, netns, state
-from wgns.errors import WgnsError
+from wgns.errors import WgnsError, suppress
 
 # Every import here is paid by every wrapped command: no contextlib, ctypes (wgns.libc instead),
 # signal (its enum wrappers; _signal is the same functions), re, json or typing.
@@ -458,11 +458,9 @@ def remount_sys() -> None:
         netns.umount("/sys", netns.MNT_DETACH)
     except OSError:
         # nothing to unmount, or it is busy: a read-only /sys cannot be covered read-write
-        try:
+        with suppress(OSError):
             if os.statvfs("/sys").f_flag & _ST_RDONLY:
                 flags |= _MS_RDONLY
-        except OSError:
-            pass
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
 
@@ -523,10 +521,8 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
         _signal.signal(sig, _signal.SIG_DFL)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
-            try:
+            with suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
     args, environ, name = list(argv), dict(env), argv[0]
     if "/" in name:
         candidates = [name]
@@ -590,9 +586,7 @@ def run(
         except OSError as e:
             raise WgnsError(f"cannot enter namespace {ns}: {e}") from e
         if cwd is not None:
-            try:
-                os.chdir(cwd)
-            except OSError:
-                pass  # the same path in the new view of the file system
+            with suppress(OSError):
+                os.chdir(cwd)  # the same path in the new view of the file system
     drop_privileges(target)
     exec_command(argv, env)

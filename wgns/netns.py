@@ -14,7 +14,7 @@ import errno
 import os
 
 from wgns import libc
-from wgns.errors import ConfigError, WgnsError
+from wgns.errors import ConfigError, WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -139,10 +139,8 @@ def add(name: str) -> None:
         finally:
             setns(home, CLONE_NEWNET)
     except OSError as e:
-        try:
+        with suppress(OSError):
             os.unlink(path_of(name))
-        except OSError:
-            pass
         raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
     finally:
         os.close(home)
@@ -158,10 +156,8 @@ def delete(name: str) -> bool:
     except OSError as e:
         if e.errno not in (errno.EINVAL, errno.ENOENT):
             raise
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(p)
-    except FileNotFoundError:
-        pass
     return True
 
 

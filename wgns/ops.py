@@ -8,13 +8,12 @@ was never applied or was half applied, and anything that is already gone. Undo n
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
 
 from wgns import netns
-from wgns.errors import WgnsError
+from wgns.errors import WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -128,26 +127,26 @@ def stop_process(pid: int, starttime: int | None, *, grace: float = 2.0) -> bool
         return True  # it exited since the check
     except OSError:  # no pidfds (Linux < 5.3, or a seccomp filter): poll /proc instead
         pidfd = -1
-    with contextlib.suppress(ProcessLookupError):
+    with suppress(ProcessLookupError):
         os.kill(pid, SIGTERM)
     if pidfd >= 0:
         try:
             exited = _wait_exit(pidfd, grace)
         finally:
             os.close(pidfd)
-        with contextlib.suppress(ChildProcessError):
+        with suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # our own child (a rolled-back `up`): reap it
         if exited:
             return True
     else:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
+            with suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             if proc_starttime(pid) is None or _is_zombie(pid):
                 return True
             time.sleep(0.005)
-    with contextlib.suppress(ProcessLookupError):
+    with suppress(ProcessLookupError):
         os.kill(pid, SIGKILL)
     return True
 
@@ -338,18 +337,18 @@ class WriteNetnsFiles(Op):
         for name in self.files:
             old = prior.get(name)
             if old is None:
-                with contextlib.suppress(FileNotFoundError):
+                with suppress(FileNotFoundError):
                     os.unlink(f"{d}/{name}")
             else:
                 with open(f"{d}/{name}", "w") as f:
                     f.write(old)
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(f"{d}/.{name}.wgns-tmp")
         if self.result.get("dir_created", True):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.rmdir(d)
         if self.result.get("etc_netns_created", False):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.rmdir(netns.NETNS_ETC_DIR)
 
 
@@ -412,10 +411,10 @@ class CreateWireguard(Op):
             if pid:
                 # the daemon closes its TUN on the way out, which removes the interface
                 stop_process(pid, self.result.get("starttime"))
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(f"{WIREGUARD_RUN_DIR}/{self.ifname}.sock")
             if self.result.get("run_dir_created", False):
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.rmdir(WIREGUARD_RUN_DIR)
         errors = []
         for where in (self.target, self.birthplace):

@@ -13,7 +13,7 @@ import fcntl
 import os
 import time
 
-from wgns.errors import WgnsError
+from wgns.errors import WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -111,9 +111,7 @@ def save(rec: Record) -> None:
     _ensure_dir()
     p = path_of(rec.ns)
     tmp = f"{STATE_DIR}/.{rec.ns}.json.{os.getpid()}.tmp"
-    import json  # here, not at the top: `wgns exec` only reads records (see _parse_json)
-
-    data = json.dumps(rec.to_json(), indent=1, sort_keys=True)
+    data = _dump_json(rec.to_json())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data.encode())
@@ -131,6 +129,67 @@ class _JSONContext:
     parse_float = float
     parse_int = int
     parse_constant = float  # NaN, Infinity, -Infinity
+
+
+def _dump_json(value: Any) -> str:
+    """json.dumps(VALUE, indent=1, sort_keys=True), byte for byte, without importing json (with
+    an indent, json runs its pure-Python encoder, which imports re and enum: ~6 ms of a `down`).
+    Anything but the JSON types with string keys goes to json itself."""
+    out: list[str] = []
+    try:
+        from _json import encode_basestring_ascii
+    except ImportError:
+        encoded = False
+    else:
+        encoded = _encode(value, encode_basestring_ascii, out, "\n")
+    if not encoded:
+        import json
+
+        return json.dumps(value, indent=1, sort_keys=True)
+    return "".join(out)
+
+
+def _encode(value: Any, quote: Any, out: list[str], newline: str) -> bool:
+    """Append VALUE's JSON to OUT (NEWLINE: a line break and the current indent); False when
+    VALUE has something json.dumps would write differently or refuse."""
+    if isinstance(value, str):
+        out.append(quote(value))
+    elif value is None or value is True or value is False:
+        out.append({None: "null", True: "true", False: "false"}[value])
+    elif isinstance(value, int) and not isinstance(value, bool):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return False  # NaN/Infinity: json's spelling
+        out.append(float.__repr__(value))
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            out.append("[]")
+            return True
+        inner = newline + " "
+        out.append("[")
+        for i, item in enumerate(value):
+            out.append(inner if i == 0 else "," + inner)
+            if not _encode(item, quote, out, inner):
+                return False
+        out.append(newline + "]")
+    elif isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return True
+        if not all(isinstance(k, str) for k in value):
+            return False
+        inner = newline + " "
+        out.append("{")
+        for i, key in enumerate(sorted(value)):
+            out.append(inner if i == 0 else "," + inner)
+            out.append(quote(key) + ": ")
+            if not _encode(value[key], quote, out, inner):
+                return False
+        out.append(newline + "}")
+    else:
+        return False
+    return True
 
 
 def _parse_json(text: str) -> Any:
@@ -165,10 +224,8 @@ def load(ns: str) -> Record | None:
 
 
 def remove(ns: str) -> None:
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(path_of(ns))
-    except FileNotFoundError:
-        pass
 
 
 def managed() -> list[str]:
@@ -260,14 +317,10 @@ class locked:  # lower case: used like a function, `with state.locked(ns) as loc
     ) -> None:
         try:
             if self.handle.release_files:
-                try:
+                with suppress(OSError):
                     os.unlink(self.path)
-                except OSError:
-                    pass
-                try:
+                with suppress(OSError):
                     os.rmdir(STATE_DIR)  # only when empty: other namespaces' files stay
-                except OSError:
-                    pass
         finally:
             os.close(self._fd)
             self._fd = -1

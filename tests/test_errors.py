@@ -1,0 +1,31 @@
+"""wgns.errors: the user-facing error type and the suppress() used on start-up paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from wgns.errors import ConfigError, WgnsError, suppress
+
+
+def test_suppress_swallows_listed_exceptions_and_their_subclasses() -> None:
+    reached = []
+    with suppress(OSError):
+        raise FileNotFoundError("gone")
+    with suppress(KeyError, OSError):
+        raise KeyError("k")
+    with suppress(OSError):
+        reached.append("body ran")
+    assert reached == ["body ran"]
+
+
+def test_suppress_lets_other_exceptions_through() -> None:
+    with pytest.raises(ValueError), suppress(OSError):
+        raise ValueError("not an OSError")
+    with pytest.raises(KeyboardInterrupt), suppress(Exception):
+        raise KeyboardInterrupt
+
+
+def test_config_error_names_file_line_and_key() -> None:
+    e = ConfigError("bad value", path="/etc/wgns/vpn.conf", line=7, key="MTU", hint="use 1280..")
+    assert str(e) == "/etc/wgns/vpn.conf:7: MTU: bad value (use 1280..)"
+    assert e.exit_code == 2 and WgnsError("x").exit_code == 1
