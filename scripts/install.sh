@@ -56,7 +56,10 @@ cat > "$tmp" <<LAUNCHER
 #!$interp -IS
 import sys
 sys.path.insert(0, "$root")
-from wgns.cli import entry
+if sys.argv[1:2] in (["exec"], ["shell"]):
+    from wgns.commands.exec import entry  # a wrapper of every command: no wgns.cli to load
+else:
+    from wgns.cli import entry
 entry()
 LAUNCHER
 chmod 755 "$tmp"

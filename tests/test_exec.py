@@ -671,3 +671,41 @@ def test_environment_matches_the_double_sudo_helper(sandbox: Sandbox, up: Provid
     assert "LD_LIBRARY_PATH" not in o and "BASH_FUNC_f%%" not in o and "LC_ALL" not in o
     assert "PYTHONPATH" not in o and "PYTHONPATH" not in t
     assert not any(k.startswith("SUDO_") for k in o)
+
+
+LAUNCHER = "/usr/local/bin/wgns"
+
+
+def _launcher_of_this_checkout() -> tuple[str, str] | None:
+    """(interpreter, launcher) when scripts/install.sh installed this checkout's launcher."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        with open(LAUNCHER) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if f'sys.path.insert(0, "{root}")' not in text or not text.startswith("#!"):
+        return None
+    return text[2:].split()[0], LAUNCHER
+
+
+def test_installed_launcher_runs_exec_without_loading_the_cli() -> None:
+    """`wgns exec` is started for every wrapped command: the launcher goes straight to its own
+    parser (no wgns.cli, argparse, json or ctypes), and still reports like the CLI."""
+    found = _launcher_of_this_checkout()
+    if found is None:
+        pytest.skip("scripts/install.sh has not installed this checkout's launcher")
+    interp, launcher = found
+    r = subprocess.run(
+        [interp, "-I", "-S", "-X", "importtime", launcher, "exec", "no-such-ns", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    assert r.returncode == 1
+    assert "wgns: no namespace no-such-ns" in r.stderr
+    assert "wgns.commands.exec" in imported and "wgns.execns" in imported
+    assert not imported & {"wgns.cli", "argparse", "json", "ctypes", "re", "contextlib"}
+    other = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=30)
+    assert other.returncode == 0 and other.stdout.startswith("wgns ")

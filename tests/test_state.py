@@ -115,3 +115,36 @@ def test_dump_json_leaves_other_shapes_to_json() -> None:
         assert state._dump_json(value) == json.dumps(value, indent=1, sort_keys=True)
     with pytest.raises(TypeError):
         state._dump_json({"a": object()})
+
+
+@given(
+    st.sampled_from(["starting", "up", "stopping"]),
+    st.lists(st.dictionaries(st.sampled_from(["phase", "kind", "x"]), st.text()), max_size=3),
+    st.text(),
+)
+def test_phase_of_agrees_with_load(phase: str, journal: list[dict[str, str]], ns_text: str) -> None:
+    # journal entries and strings that look like the phase line must not fool the line reader
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(state, "STATE_DIR", d)
+        rec = state.Record(ns="vpn", phase=phase, profile=f'\n "phase": "up",\n{ns_text}')
+        rec.journal.extend(journal)
+        state.save(rec)
+        loaded = state.load("vpn")
+        assert loaded is not None
+        assert state.phase_of("vpn") == loaded.phase == phase
+        assert state.is_up("vpn") == (phase == "up")
+
+
+def test_phase_of_missing_torn_and_foreign_records(state_dir: Path) -> None:
+    assert state.phase_of("none") is None and not state.is_up("none")
+    state_dir.mkdir()
+    (state_dir / "torn.json").write_text('{\n "phase": "up",\n "ns": "torn"')  # no closing brace
+    with pytest.raises(WgnsError, match="is unreadable"):
+        state.phase_of("torn")
+    assert not state.is_up("torn")
+    (state_dir / "compact.json").write_text('{"ns": "compact", "phase": "up"}')  # not save()'s
+    assert state.phase_of("compact") == "up"
+    (state_dir / "odd.json").write_text('{\n "phase": "sideways",\n "ns": "odd"\n}')
+    assert state.phase_of("odd") == "sideways"  # whatever load() says, through load()

@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
+    from typing import NoReturn
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -103,3 +104,21 @@ def interrupted() -> int:
 
     print("wgns: interrupted", file=sys.stderr)
     return 130
+
+
+def leave(rc: int) -> NoReturn:
+    """Exit with RC now, output flushed, without the interpreter's teardown (the entry points).
+
+    wgns registers no atexit work and leaves no threads behind; finalising the ~70 modules a
+    command imported costs ~9 ms, a sixth of a `wgns down`."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.flush()
+    except OSError:  # e.g. a closed pipe: the output is lost, say so by the status
+        rc = rc or EXIT_FAILURE
+    try:
+        sys.stderr.flush()
+    finally:
+        os._exit(rc)

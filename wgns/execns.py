@@ -361,8 +361,8 @@ def capability_sets(pid: str = "self") -> dict[str, int]:
 def check_ready(ns: str) -> None:
     """Raise WgnsError unless NS is a wgns namespace that is up, with its /etc files."""
     netns.validate_name(ns)
-    rec = state.load(ns)
-    if rec is None:
+    phase = state.phase_of(ns)
+    if phase is None:
         if netns.exists(ns):
             raise WgnsError(
                 f"namespace {ns} is not managed by wgns",
@@ -371,7 +371,7 @@ def check_ready(ns: str) -> None:
         raise WgnsError(
             f"no namespace {ns}", hint=f"bring it up with `wgns up PROFILE --name {ns}`"
         )
-    if rec.phase != "up" or not netns.exists(ns):
+    if phase != "up" or not netns.exists(ns):
         raise WgnsError(f"namespace {ns} is not up", hint=f"see `wgns status {ns}`")
     etc_dir = netns.etc_dir_of(ns)
     for name in REQUIRED_ETC_FILES:

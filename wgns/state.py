@@ -239,13 +239,41 @@ def managed() -> list[str]:
         return []
 
 
+_PHASES = ("starting", "up", "stopping")
+_PHASE_KEY = ' "phase": '
+
+
+def phase_of(ns: str) -> str | None:
+    """NS's phase, None when it has no record; WgnsError when the record is unreadable.
+
+    `wgns exec` asks this on every start, so it reads the one line save() writes for the phase
+    instead of parsing the record (and loading _json): in save()'s layout the top-level keys are
+    the only lines indented by exactly one space, and a JSON string holds no raw line break. A
+    record in any other shape is parsed whole, with load()'s errors."""
+    try:
+        with open(path_of(ns)) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        text = ""
+    if text.startswith("{\n") and text.endswith("\n}"):
+        for line in text.split("\n"):
+            if line.startswith(_PHASE_KEY):
+                value = line[len(_PHASE_KEY) :].removesuffix(",")
+                if value.startswith('"') and value.endswith('"') and value[1:-1] in _PHASES:
+                    return value[1:-1]
+                break
+    rec = load(ns)
+    return rec.phase if rec is not None else None
+
+
 def is_up(ns: str) -> bool:
     """True when wgns brought NS up completely and has not taken it down."""
     try:
-        rec = load(ns)
+        return phase_of(ns) == "up"
     except WgnsError:
         return False
-    return rec is not None and rec.phase == "up"
 
 
 class Lock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from wgns.errors import UsageError, WgnsError, interrupted, report
+from wgns.errors import UsageError, WgnsError, interrupted, leave, report
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
@@ -218,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(e, debug=debug)
     except KeyboardInterrupt:
         return interrupted()
+
+
+def entry() -> None:
+    """The launcher's entry point for `wgns exec|shell` (scripts/install.sh), which skips
+    wgns.cli: on success this process has become CMD; on failure, errors.leave()."""
+    leave(main())
 
 
 if __name__ == "__main__":
