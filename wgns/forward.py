@@ -831,8 +831,9 @@ class Forwarding(Op):
     def _render_killswitch(self, fwds: Sequence[Forward]) -> None:
         if self.killswitch is None or not netns.exists(self.ns):
             return
-        spec = killswitch.Spec.from_json(self.killswitch).with_openings(
-            openings(self.ns, fwds, self.allow_host)
+        spec = dataclasses.replace(
+            killswitch.Spec.from_json(self.killswitch),
+            openings=openings(self.ns, fwds, self.allow_host),
         )
         rules = spec.render()
         if self.result.get("killswitch_digest") == _digest(rules):

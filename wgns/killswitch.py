@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from wgns import names
 from wgns.errors import WgnsError
@@ -42,37 +43,8 @@ _COUNTER_RE = r"counter packets \d+ bytes \d+"  # `wgns check` only: compiled on
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}$")
 
 
-class _Value:
-    """Immutable, compared and hashed by its fields, like a frozen dataclass, but without the
-    ~1.5 ms per class that a dataclass costs every `wgns up` to create."""
-
-    __slots__: tuple[str, ...] = ()
-    _fields: tuple[str, ...] = ()  # in declaration order, as a dataclass compares and shows them
-
-    def _key(self) -> tuple[object, ...]:
-        return tuple(getattr(self, f) for f in self._fields)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            assert isinstance(other, _Value)
-            return self._key() == other._key()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
-        return f"{type(self).__name__}({fields})"
-
-
-class Opening(_Value):
+@dataclass(frozen=True)
+class Opening:
     """A narrow hole for a declared forward veth (issue 5): only what it needs, nothing more.
 
     Rule bodies are nft rule statements. Each is pinned to IFNAME when rendered: a rule that does
@@ -80,17 +52,9 @@ class Opening(_Value):
     prepended, so an opening can never open anything but its own interface.
     """
 
-    __slots__ = _fields = ("ifname", "rules_in", "rules_out")
     ifname: str
-    rules_in: tuple[str, ...]  # nft rule bodies for the input chain
-    rules_out: tuple[str, ...]  # nft rule bodies for the output chain
-
-    def __init__(
-        self, ifname: str, rules_in: tuple[str, ...] = (), rules_out: tuple[str, ...] = ()
-    ) -> None:
-        object.__setattr__(self, "ifname", ifname)
-        object.__setattr__(self, "rules_in", rules_in)
-        object.__setattr__(self, "rules_out", rules_out)
+    rules_in: tuple[str, ...] = ()  # nft rule bodies for the input chain
+    rules_out: tuple[str, ...] = ()  # nft rule bodies for the output chain
 
     def pinned_in(self) -> list[str]:
         return [_pin("iifname", self.ifname, r) for r in self.rules_in]
@@ -114,31 +78,15 @@ class Opening(_Value):
         )
 
 
-class Spec(_Value):
+@dataclass(frozen=True)
+class Spec:
     """Everything the table is rendered from; stored in the state record (``extra.killswitch``)
     so that `wgns check` can render the expected table again."""
 
-    _fields = ("table", "wg_ifnames", "ipv6", "openings")
-    __slots__ = ("ipv6", "openings", "table", "wg_ifnames")
     table: str
     wg_ifnames: tuple[str, ...]
     ipv6: bool
-    openings: tuple[Opening, ...]
-
-    def __init__(
-        self,
-        table: str,
-        wg_ifnames: tuple[str, ...],
-        ipv6: bool,
-        openings: tuple[Opening, ...] = (),
-    ) -> None:
-        object.__setattr__(self, "table", table)
-        object.__setattr__(self, "wg_ifnames", wg_ifnames)
-        object.__setattr__(self, "ipv6", ipv6)
-        object.__setattr__(self, "openings", openings)
-
-    def with_openings(self, openings: tuple[Opening, ...]) -> Spec:
-        return Spec(self.table, self.wg_ifnames, self.ipv6, openings)
+    openings: tuple[Opening, ...] = field(default=())
 
     def render(self) -> str:
         return ruleset(self.table, self.wg_ifnames, ipv6=self.ipv6, openings=self.openings)
