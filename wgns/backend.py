@@ -4,13 +4,13 @@ The userspace daemon is started in the birthplace namespace (so its UDP socket l
 foreground (``-f``) and in its own session, so that it outlives the `wgns up` that started it and
 its pid and start time identify it exactly for `down`. Its UAPI socket is
 /run/wireguard/IFNAME.sock; IFNAME is derived from (namespace, label), so sockets never clash.
-wgns configures the daemon through that socket itself (:func:`uapi_set`), as `wg setconf` would.
+wgns configures the daemon through that socket itself (:func:`wgns.wg.uapi_set`), as `wg setconf`
+would.
 """
 
 from __future__ import annotations
 
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
-import binascii  # not base64, a wrapper that imports struct too
 import os
 import subprocess
 import time
@@ -24,8 +24,6 @@ from wgns.ops import proc_starttime
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from wgns.model import Interface
 
 WIREGUARD_RUN_DIR = Path("/run/wireguard")
 USERSPACE_BINARY = os.environ.get("WGNS_USERSPACE_IMPLEMENTATION", "wireguard-go")
@@ -154,49 +152,3 @@ def start_userspace(
             time.sleep(0.001 if time.monotonic() - started < 0.25 else 0.02)
     # The daemon outlives us by design; stop Popen's destructor from warning about it.
     proc.returncode = 0
-
-
-def _hex(key_b64: str) -> str:
-    return binascii.a2b_base64(key_b64.encode("ascii")).hex()
-
-
-def uapi_set_text(iface: Interface) -> str:
-    """The cross-platform UAPI `set` request for IFACE: what `wg setconf` sends to wireguard-go,
-    with `replace_peers` so that it replaces the whole configuration too."""
-    lines = ["set=1", f"private_key={_hex(iface.private_key.reveal())}"]
-    if iface.listen_port is not None:
-        lines.append(f"listen_port={iface.listen_port}")
-    if iface.fwmark is not None:
-        lines.append(f"fwmark={iface.fwmark}")
-    lines.append("replace_peers=true")
-    for p in iface.peers:
-        lines.append(f"public_key={_hex(p.public_key)}")
-        if p.preshared_key is not None:
-            lines.append(f"preshared_key={_hex(p.preshared_key.reveal())}")
-        if p.endpoint is not None:
-            lines.append(f"endpoint={p.endpoint}")
-        if p.persistent_keepalive is not None:
-            lines.append(f"persistent_keepalive_interval={p.persistent_keepalive}")
-        lines.append("replace_allowed_ips=true")
-        lines.extend(f"allowed_ip={net}" for net in p.allowed_ips)
-    return "\n".join(lines) + "\n\n"
-
-
-def uapi_set(sock_path: str, iface: Interface) -> None:
-    """Configure a userspace device through its UAPI socket: no `wg` process, no argv."""
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        s.connect(sock_path)
-        s.sendall(uapi_set_text(iface).encode())
-        reply = b""
-        while not reply.endswith(b"\n\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    finally:
-        s.close()
-    fields = dict(line.split("=", 1) for line in reply.decode().split("\n") if "=" in line)
-    err = int(fields.get("errno", "-1"))
-    if err != 0:
-        raise WgnsError(f"wireguard-go refused the configuration of {iface.name} (errno {err})")

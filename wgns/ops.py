@@ -462,9 +462,9 @@ class ConfigureWireguard(Op):
     def apply(self) -> None:
         assert self._iface is not None, "configure needs the interface (never journaled)"
         if self.backend == "userspace":
-            from wgns import backend
+            from wgns import backend, wg
 
-            backend.uapi_set(str(backend.socket_path(self.ifname)), self._iface)
+            wg.uapi_set(str(backend.socket_path(self.ifname)), self._iface)
             return
         from wgns import config
 

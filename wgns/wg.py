@@ -1,10 +1,18 @@
-"""Reading WireGuard device state. The private key in `wg show dump` is dropped on parse."""
+"""WireGuard devices: reading their state (`wg show dump`; the private key is dropped on parse)
+and configuring a userspace one over its UAPI socket."""
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
+import binascii  # not base64, a wrapper that imports struct too
 from dataclasses import dataclass
 
+from wgns.errors import WgnsError
 from wgns.ops import run
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from wgns.model import Interface
 
 
 @dataclass(frozen=True)
@@ -61,3 +69,49 @@ def show(ifname: str, *, ns: str | None) -> DeviceState | None:
     if proc.returncode != 0:
         return None
     return parse_dump(proc.stdout)
+
+
+def _hex(key_b64: str) -> str:
+    return binascii.a2b_base64(key_b64.encode("ascii")).hex()
+
+
+def uapi_set_text(iface: Interface) -> str:
+    """The cross-platform UAPI `set` request for IFACE: what `wg setconf` sends to wireguard-go,
+    with `replace_peers` so that it replaces the whole configuration too."""
+    lines = ["set=1", f"private_key={_hex(iface.private_key.reveal())}"]
+    if iface.listen_port is not None:
+        lines.append(f"listen_port={iface.listen_port}")
+    if iface.fwmark is not None:
+        lines.append(f"fwmark={iface.fwmark}")
+    lines.append("replace_peers=true")
+    for p in iface.peers:
+        lines.append(f"public_key={_hex(p.public_key)}")
+        if p.preshared_key is not None:
+            lines.append(f"preshared_key={_hex(p.preshared_key.reveal())}")
+        if p.endpoint is not None:
+            lines.append(f"endpoint={p.endpoint}")
+        if p.persistent_keepalive is not None:
+            lines.append(f"persistent_keepalive_interval={p.persistent_keepalive}")
+        lines.append("replace_allowed_ips=true")
+        lines.extend(f"allowed_ip={net}" for net in p.allowed_ips)
+    return "\n".join(lines) + "\n\n"
+
+
+def uapi_set(sock_path: str, iface: Interface) -> None:
+    """Configure a userspace device through its UAPI socket: no `wg` process, no argv."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.connect(sock_path)
+        s.sendall(uapi_set_text(iface).encode())
+        reply = b""
+        while not reply.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        s.close()
+    fields = dict(line.split("=", 1) for line in reply.decode().split("\n") if "=" in line)
+    err = int(fields.get("errno", "-1"))
+    if err != 0:
+        raise WgnsError(f"wireguard-go refused the configuration of {iface.name} (errno {err})")
