@@ -1,7 +1,5 @@
 """The one user-facing error type.
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-
 Everything that should reach the user as a clean message (and not a traceback) is raised as a
 WgnsError. The CLI edge prints ``wgns: <message>`` and exits with ``exit_code``.
 """
@@ -11,7 +9,6 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
     from typing import NoReturn
 
 EXIT_OK = 0
@@ -77,12 +74,7 @@ class suppress:  # lower case: a drop-in for contextlib.suppress
     def __enter__(self) -> None:
         return None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> bool:
         return exc_type is not None and issubclass(exc_type, self.exceptions)
 
 

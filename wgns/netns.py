@@ -16,10 +16,6 @@ import os
 from wgns import libc
 from wgns.errors import ConfigError, WgnsError, suppress
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    from types import TracebackType
-
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -185,12 +181,7 @@ class entered:  # lower case: used like the function it replaced, `with netns.en
         finally:
             os.close(target)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._home < 0:
             return
         try:

@@ -17,7 +17,6 @@ from wgns.errors import WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from types import TracebackType
     from typing import Any
 
 STATE_DIR = "/run/wgns"  # a string, not pathlib: `wgns exec` reads records on every start
@@ -337,12 +336,7 @@ class locked:  # lower case: used like a function, `with state.locked(ns) as loc
                     ) from None
                 time.sleep(0.02)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         try:
             if self.handle.release_files:
                 with suppress(OSError):
