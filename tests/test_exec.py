@@ -24,6 +24,14 @@ from typing import Any
 
 import pytest
 
+from tests.hostdns import (
+    HOST_NSSWITCH,
+    NSCD_SOCKET,
+    RESOLVED_SOCKET,
+    STUB,
+    connections,
+    start_backdoors,
+)
 from wgns import execns
 from wgns.commands import exec as exec_cmd
 from wgns.errors import UsageError, WgnsError
@@ -228,75 +236,6 @@ def ns_ifnames(sandbox: Sandbox) -> set[str]:
 
 
 # -------------------------------------------------------------------------- DNS and back doors
-
-# Unix sockets standing in for nscd and systemd-resolved: every connection is logged with the
-# network namespace of the connecting process and the nscd request type it sent.
-LISTENER = r"""
-import json, os, socket, struct, sys, threading
-log = open(sys.argv[1], "a", buffering=1)
-def serve(path, srv):
-    while True:
-        conn, _ = srv.accept()
-        pid, uid, gid = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        try:
-            netns = os.stat(f"/proc/{pid}/ns/net").st_ino
-        except OSError:
-            netns = None
-        conn.settimeout(1)
-        try:
-            head = conn.recv(12)
-        except OSError:
-            head = b""
-        kind = struct.unpack("iii", head)[1] if len(head) == 12 else None
-        log.write(json.dumps({"path": path, "pid": pid, "netns": netns, "type": kind}) + "\n")
-        conn.close()
-for path in sys.argv[2:]:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    os.chmod(path, 0o666)
-    srv.listen(64)
-    threading.Thread(target=serve, args=(path, srv), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"""
-NSCD_SOCKET = "/run/nscd/socket"
-RESOLVED_SOCKET = "/run/systemd/resolve/io.systemd.Resolve"
-STUB = "/run/systemd/resolve/stub-resolv.conf"
-HOST_NSSWITCH = """\
-passwd:         files
-group:          files
-shadow:         files
-hosts:          files mdns4_minimal [NOTFOUND=return] resolve [!UNAVAIL=return] myhostname dns
-networks:       files
-"""
-
-
-def start_backdoors(sandbox: Sandbox) -> str:
-    """Fake nscd and resolved sockets on the sandbox host; returns the connection log path."""
-    log = f"{SANDBOX_TMP}/backdoor.log"
-    sandbox.write_file(log, "")
-    sandbox.write_file(f"{SANDBOX_TMP}/listener.py", LISTENER)
-    proc = sandbox.popen(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            f"{SANDBOX_TMP}/listener.py",
-            log,
-            NSCD_SOCKET,
-            RESOLVED_SOCKET,
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"ready\n"
-    return log
-
-
-def connections(sandbox: Sandbox, log: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in sandbox.read_text(log).splitlines()]
 
 
 def netns_inode(sandbox: Sandbox, name: str) -> int:
@@ -709,3 +648,54 @@ def test_installed_launcher_runs_exec_without_loading_the_cli() -> None:
     assert not imported & {"wgns.cli", "argparse", "json", "ctypes", "re", "contextlib"}
     other = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=30)
     assert other.returncode == 0 and other.stdout.startswith("wgns ")
+
+
+# --------------------------------------------------------- what wgns itself runs inside a netns
+
+CALL_IN_VIEW = r"""
+import json, os, sys
+from wgns import execns
+from wgns.errors import WgnsError
+ns = sys.argv[1]
+out = {}
+out["inside"] = json.loads(execns.call_in_view(ns, lambda: json.dumps({
+    "net": os.stat("/proc/self/ns/net").st_ino,
+    "resolv": open("/etc/resolv.conf").read(),
+    "nscd": os.listdir("/run/nscd"),
+    "pid": os.getpid(),
+})))
+out["caller"] = {"net": os.stat("/proc/self/ns/net").st_ino, "pid": os.getpid(),
+                 "mnt": os.readlink("/proc/self/ns/mnt"), "nscd": os.listdir("/run/nscd")}
+def fail():
+    raise WgnsError("it went wrong", hint="do this")
+try:
+    execns.call_in_view(ns, fail)
+except WgnsError as e:
+    out["error"] = [e.message, e.hint]
+try:
+    execns.call_in_view(ns, lambda: str(1 // 0))
+except WgnsError as e:
+    out["crash"] = [e.message, e.hint]
+try:
+    execns.call_in_view("no-such-ns", lambda: "unreachable")
+except WgnsError as e:
+    out["missing"] = e.message
+print(json.dumps(out))
+"""
+
+
+def test_call_in_view_works_in_the_namespace_view_and_reports_errors(
+    sandbox: Sandbox, up: Provider
+) -> None:
+    start_backdoors(sandbox)  # /run/nscd exists on the host and must look empty inside
+    mnt_before = sandbox.python("import os; print(os.readlink('/proc/self/ns/mnt'))").stdout
+    out = json.loads(sandbox.python(["-c", CALL_IN_VIEW, NS]).stdout)
+    inside, caller = out["inside"], out["caller"]
+    assert inside["net"] == netns_inode(sandbox, NS) != caller["net"]
+    assert inside["pid"] != caller["pid"]  # a child did the work...
+    assert inside["resolv"] == sandbox.read_text(f"/etc/netns/{NS}/resolv.conf")
+    assert inside["nscd"] == [] and caller["nscd"] == ["socket"]
+    assert caller["mnt"] == mnt_before.strip()  # ...and the caller's mounts are untouched
+    assert out["error"] == ["it went wrong", "do this"]
+    assert out["crash"][0] == f"cannot work inside {NS}: integer division or modulo by zero"
+    assert "no-such-ns" in out["missing"]

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 
+from tests.hostdns import HOST_NSSWITCH, STUB, connections, start_backdoors
 from wgns import names
 from wgns.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
 from wgns.sim import Provider
+from wgns.sim.provider import HOST_UPLINK, HOST_V4, HOST_V6, ISP_V4
 
 NS = "vpn"
+WHOAMI = "whoami.test"  # answered by the provider's DNS server (and by the ISP's)
 
 
 def write_profile(sandbox: Sandbox, text: str, name: str = "vpn.conf", mode: int = 0o600) -> str:
@@ -233,6 +236,94 @@ def test_endpoint_hostname_resolves_in_the_birthplace(
     # resolved by the host's (ISP) resolver, before the tunnel existed
     assert ("vpn.provider.test", "A") in provider.isp_dns_queries()
     assert curl(sandbox, f"http://{provider.web_v4}/") == "198.18.1.2"
+    wgns("down", NS)
+
+
+def _from_inside(sandbox: Sandbox, log: str, ns: str) -> list[dict[str, Any]]:
+    """Connections to the host's fake nscd/resolved sockets made from network namespace NS."""
+    inode = int(sandbox.run(["stat", "-L", "-c", "%i", f"/run/netns/{ns}"]).stdout)
+    return [c for c in connections(sandbox, log) if c["netns"] == inode]
+
+
+def test_hooks_inside_the_namespace_resolve_through_the_tunnel_only(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    # a host whose glibc would ask nscd and systemd-resolved (unix sockets: reachable from any
+    # network namespace) and whose resolv.conf names the ISP's DNS server
+    sandbox.write_file("/etc/nsswitch.conf", HOST_NSSWITCH)
+    log = start_backdoors(sandbox)
+    write_profile(sandbox, provider.client_conf(), name="vpn-wg.conf")
+    out = f"{SANDBOX_TMP}/hook"
+    toml = (
+        f'name = "{NS}"\n'
+        '[[interface]]\nconfig = "vpn-wg.conf"\n'
+        '[[hook]]\nwhen = "post-up"\nnetns = "inside"\n'
+        f'run = "getent hosts {WHOAMI} > {out}.up; cat /etc/resolv.conf >> {out}.up"\n'
+        '[[hook]]\nwhen = "pre-down"\nnetns = "inside"\n'
+        f'run = "getent hosts {WHOAMI} > {out}.down"\n'
+    )
+    wgns("up", write_profile(sandbox, toml, name="vpn.toml"))
+    up = sandbox.read_text(f"{out}.up")
+    web = {provider.web_v4, provider.web_v6}
+    assert web & set(up.split())  # answered...
+    assert sandbox.read_text(f"/etc/netns/{NS}/resolv.conf") in up  # ...by the tunnel's DNS
+    assert (WHOAMI, "A") in provider.dns_queries() or (WHOAMI, "AAAA") in provider.dns_queries()
+    assert _from_inside(sandbox, log, NS) == []
+    wgns("down", NS)
+    assert web & set(sandbox.read_text(f"{out}.down").split())
+    assert provider.isp_dns_queries() == []
+    assert connections(sandbox, log) == []
+
+
+def test_a_named_birthplace_resolves_endpoints_with_its_own_resolv_conf(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    # the "physical namespace" layout: the uplink lives in `physical`, whose resolv.conf names the
+    # ISP's DNS server; the host itself resolves through a systemd-resolved stub (and nscd)
+    # that cannot reach anything from `physical`
+    sandbox.write_file("/etc/nsswitch.conf", HOST_NSSWITCH)
+    log = start_backdoors(sandbox)
+    sandbox.write_file(STUB, "nameserver 127.0.0.53\n")
+    sandbox.run(["rm", "-f", "/etc/resolv.conf"])
+    sandbox.run(["ln", "-s", STUB, "/etc/resolv.conf"])
+    sandbox.run(["ip", "netns", "add", "physical"])
+    sandbox.run(["ip", "link", "set", HOST_UPLINK, "netns", "physical"])
+    layout = [
+        "link set lo up",
+        f"address add {HOST_V4}/24 dev {HOST_UPLINK}",
+        f"address add {HOST_V6}/64 dev {HOST_UPLINK} nodad",
+        f"link set {HOST_UPLINK} up",
+        f"route add default via {ISP_V4} dev {HOST_UPLINK}",
+    ]
+    sandbox.run(["ip", "-n", "physical", "-b", "-"], input="\n".join(layout) + "\n")
+    sandbox.write_file("/etc/netns/physical/resolv.conf", f"nameserver {provider.isp_dns}\n")
+    conf = provider.client_conf(endpoint=f"{provider.endpoint_host}:51820")
+    write_profile(sandbox, conf, name="vpn-wg.conf")
+    toml = f'name = "{NS}"\nbirthplace = "physical"\n[[interface]]\nconfig = "vpn-wg.conf"\n'
+    try:
+        wgns("up", write_profile(sandbox, toml, name="vpn.toml"))
+        assert (provider.endpoint_host, "A") in provider.isp_dns_queries()
+        assert connections(sandbox, log) == []  # not even tried through the host's daemons
+        assert curl(sandbox, f"http://{provider.web_v4}/") == "198.18.1.2"
+        # the ciphertext leaves from `physical`, where the UDP socket was born
+        assert status(wgns)["birthplace"] == "physical"
+        wgns("down", NS)
+    finally:
+        sandbox.run(["ip", "netns", "del", "physical"], check=False)
+        sandbox.run(["rm", "-rf", "/etc/netns/physical"], check=False)
+
+
+def test_save_config_is_announced_as_ignored_and_the_file_is_left_alone(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    text = provider.client_conf().replace("[Peer]", "SaveConfig = true\n\n[Peer]", 1)
+    path = write_profile(sandbox, text)
+    up = wgns("up", path, "--name", NS)
+    assert "SaveConfig = true is ignored" in up.stderr
+    wgns("down", NS)
+    assert sandbox.read_text(path) == text
+    quiet = wgns("up", write_profile(sandbox, provider.client_conf()), "--name", NS)
+    assert "SaveConfig" not in quiet.stderr
     wgns("down", NS)
 
 

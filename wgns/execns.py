@@ -24,6 +24,10 @@ and a death by signal are the command's own.
 4. **Environment**: the caller's, minus what `sudo -E` removes, with HOME, USER, LOGNAME and SHELL
    of the target user (see :func:`child_environment` and docs/exec.md).
 5. execvp(2); 127 when the command is not found, 126 when it cannot be executed.
+
+Steps 1 and 2 are also how wgns itself works inside a named namespace, through
+:func:`call_in_view` in a child process: PreUp/PostUp hooks, and endpoint lookups in a named
+birthplace.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from wgns.errors import WgnsError, suppress
 # signal (its enum wrappers; _signal is the same functions), re, json or typing.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import NoReturn
 
 #: Directories holding unix sockets through which host daemons resolve names for a client.
@@ -476,8 +480,51 @@ def enter(ns: str) -> None:
     netns.unshare(netns.CLONE_NEWNS)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_SLAVE)
     hide_backdoors()
-    bind_etc(str(netns.etc_dir_of(ns)))
+    etc_dir = str(netns.etc_dir_of(ns))
+    if os.path.isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
+        bind_etc(etc_dir)
     remount_sys()
+
+
+def call_in_view(ns: str, fn: Callable[[], str]) -> str:
+    """FN's result, computed in a child process that has entered NS as `wgns exec` would
+    (:func:`enter`): NS's network, its /etc/netns files, no host name-service back doors.
+
+    For what wgns itself runs in a named namespace, the PreUp/PostUp hooks and endpoint lookups:
+    a setns(2) of the network alone would leave them the host's resolv.conf and nscd. A WgnsError
+    raised by FN is raised here again; any other failure becomes one."""
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into the caller's code
+        status = 1
+        try:
+            os.close(rfd)
+            try:
+                enter(ns)
+                reply = "ok\0" + fn()
+                status = 0
+            except WgnsError as e:
+                reply = f"error\0{e.message}\0{e.hint or ''}"
+            except BaseException as e:
+                reply = f"error\0cannot work inside {ns}: {e}\0"
+            data = reply.encode()
+            while data:
+                data = data[os.write(wfd, data) :]
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    try:
+        chunks = []
+        while chunk := os.read(rfd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        os.waitpid(pid, 0)
+    kind, _, rest = b"".join(chunks).decode().partition("\0")
+    if kind == "ok":
+        return rest
+    message, _, hint = rest.partition("\0")
+    raise WgnsError(message or f"a child working inside {ns} died", hint=hint or None)
 
 
 # --------------------------------------------------------------------------- becoming the user

@@ -135,6 +135,13 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
             "without it",
             ns,
         )
+    for iface in profile.interfaces:
+        if iface.save_config:  # wg-quick would rewrite the file at `down`: say that we will not
+            log.warning(
+                "wgns: %s: SaveConfig = true is ignored: wgns never writes the profile back "
+                "(`wg showconf` inside the namespace shows the running configuration)",
+                iface.name,
+            )
     with state.locked(ns) as lock:
         rec = state.load(ns)
         if rec is not None and rec.phase == "up":

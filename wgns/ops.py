@@ -640,10 +640,18 @@ class RunHook(Op):
         import subprocess
 
         cmd = self.command.replace("%i", self.ifname)
-        with netns.entered(self.ns):
-            proc = subprocess.run(["sh", "-c", cmd])
-        if proc.returncode != 0:
-            raise WgnsError(f"{self.when} hook failed with status {proc.returncode}: {cmd}")
+        if self.ns is None:  # where wgns runs: the host's view, as wg-quick's hooks have it
+            returncode = subprocess.run(["sh", "-c", cmd]).returncode
+        else:  # NS's /etc/netns files and no host name service: DNS in a hook cannot leak
+            from wgns import execns
+
+            returncode = int(
+                execns.call_in_view(
+                    self.ns, lambda: str(subprocess.run(["sh", "-c", cmd]).returncode)
+                )
+            )
+        if returncode != 0:
+            raise WgnsError(f"{self.when} hook failed with status {returncode}: {cmd}")
 
 
 def errno_is_gone(e: OSError) -> bool:

@@ -12,7 +12,6 @@ import time
 from _socket import AF_INET, EAI_AGAIN, SOCK_DGRAM, gaierror, getaddrinfo
 from ipaddress import ip_address
 
-from wgns import netns
 from wgns.errors import WgnsError
 from wgns.model import Endpoint, Interface, Peer
 
@@ -37,16 +36,28 @@ def _is_literal(host: str) -> bool:
 def resolve_host(
     host: str, port: int, *, where: str | None, timeout: float = RESOLVE_TIMEOUT
 ) -> str:
-    """HOST -> an address literal, looked up from the birthplace namespace, retrying while the
-    resolver is temporarily unreachable (boot, network change). IPv4 preferred, as `wg` does."""
+    """HOST -> an address literal, looked up from the birthplace namespace WHERE (None: the one
+    wgns runs in), retrying while the resolver is temporarily unreachable (boot, network change).
+    IPv4 preferred, as `wg` does.
+
+    A named birthplace is asked as `wgns exec WHERE` would ask it: with /etc/netns/WHERE's
+    resolv.conf (that of the "physical" namespace, say) and without the host's nscd or
+    systemd-resolved, which resolve over the host's network, not WHERE's."""
     if _is_literal(host):
         return host
+    if where is None:
+        return _lookup(host, port, timeout)
+    from wgns import execns
+
+    return execns.call_in_view(where, lambda: _lookup(host, port, timeout))
+
+
+def _lookup(host: str, port: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
         try:
-            with netns.entered(where):
-                infos = getaddrinfo(host, port, 0, SOCK_DGRAM)
+            infos = getaddrinfo(host, port, 0, SOCK_DGRAM)
         except gaierror as e:
             if e.errno == EAI_AGAIN and time.monotonic() + delay < deadline:
                 time.sleep(delay)
