@@ -49,13 +49,8 @@ def _rollback_on_signals() -> Iterator[None]:
 
 
 def netns_files(profile: Profile) -> dict[str, str]:
-    try:
-        from wgns.dnsfiles import dns_files
-    except ImportError:  # pragma: no cover - dnsfiles ships with wgns
-        lines = [f"nameserver {a}" for a in profile.dns]
-        if profile.dns_search:
-            lines.append("search " + " ".join(profile.dns_search))
-        return {"resolv.conf": "\n".join(lines) + "\n"}
+    from wgns.dnsfiles import dns_files
+
     return dns_files(profile.dns, profile.dns_search, profile.name)
 
 
