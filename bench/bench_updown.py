@@ -109,14 +109,24 @@ def main() -> int:
 
         hand_t: list[float] = []
         wgns_t: list[float] = []
-        for _ in range(args.rounds):
-            t = timed(["bash", str(WORK / "hand-up.sh")], hand_env)
-            t += timed(["bash", str(WORK / "hand-down.sh")], hand_env)
-            hand_t.append(t)
-            t = timed([*wgns, "up", str(profile), "--name", "bench"])
-            t += timed([*wgns, "down", "bench"])
-            wgns_t.append(t)
-            time.sleep(0.05)  # let the previous round's daemons finish exiting
+        parts: dict[str, list[float]] = {"hand up": [], "hand down": [], "up": [], "down": []}
+        for i in range(args.rounds):
+            # alternate who goes first: each side's leftovers (a namespace the kernel is still
+            # cleaning up, a daemon still exiting) then slow the other side as often as itself
+            for side in ("hand", "wgns") if i % 2 == 0 else ("wgns", "hand"):
+                if side == "hand":
+                    u = timed(["bash", str(WORK / "hand-up.sh")], hand_env)
+                    d = timed(["bash", str(WORK / "hand-down.sh")], hand_env)
+                    parts["hand up"].append(u)
+                    parts["hand down"].append(d)
+                    hand_t.append(u + d)
+                else:
+                    u = timed([*wgns, "up", str(profile), "--name", "bench"])
+                    d = timed([*wgns, "down", "bench"])
+                    parts["up"].append(u)
+                    parts["down"].append(d)
+                    wgns_t.append(u + d)
+                time.sleep(0.05)  # let the kernel finish what the last teardown left it
 
         many_conf = []
         for i in range(args.many):
@@ -143,6 +153,10 @@ def main() -> int:
             "many_up_last_over_first": round(last / first, 3),
             "many_down_median_ms": round(statistics.median(downs) * 1000, 1),
             "wgns": " ".join(wgns),
+            **{
+                f"{k.replace(' ', '_')}_median_ms": round(statistics.median(v) * 1000, 1)
+                for k, v in parts.items()
+            },
         }
     finally:
         provider.close()
@@ -151,6 +165,11 @@ def main() -> int:
     print(f"  hand sequence up+down : {result['hand_up_down_ms']:7.1f} ms")
     print(f"  wgns up + wgns down   : {result['wgns_up_down_ms']:7.1f} ms")
     print(f"  ratio wgns / hand     : {result['ratio_wgns_over_hand']:7.3f}  (target <= 1.0)")
+    print(
+        f"  (up / down medians: hand {result['hand_up_median_ms']} / "
+        f"{result['hand_down_median_ms']} ms, wgns {result['up_median_ms']} / "
+        f"{result['down_median_ms']} ms)"
+    )
     print(
         f"{args.many} namespaces up one after another: first {k} {first * 1000:.1f} ms, "
         f"last {k} {last * 1000:.1f} ms per namespace, ratio {last / first:.3f} (flat = 1.0)"

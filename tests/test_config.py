@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from wgns import config
 from wgns.config import load_profile, parse_conf, parse_toml, resolve_profile_path, wg_setconf_text
 from wgns.errors import EXIT_USAGE, ConfigError
+from wgns.frozen import replace
 from wgns.model import (
     Backend,
     Endpoint,
@@ -78,7 +78,7 @@ def assert_error(
 def test_every_sample_parses(sample: Path) -> None:
     iface = parse_conf(sample.read_text(), path=sample, label=sample.stem)
     assert iface.name == sample.stem
-    assert iface.source == sample
+    assert iface.source == str(sample)
     assert len(iface.private_key.reveal()) == 44
 
 
@@ -696,15 +696,15 @@ def write(path: Path, text: str | bytes, mode: int = 0o600) -> Path:
 def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "etc-wgns"
     d.mkdir()
-    monkeypatch.setattr(config, "ETC_DIR", d)
+    monkeypatch.setattr(config, "ETC_DIR", str(d))
     return d
 
 
 def test_resolve_by_name(etc: Path) -> None:
     write(etc / "media.conf", conf())
-    assert resolve_profile_path("media") == etc / "media.conf"
+    assert resolve_profile_path("media") == str(etc / "media.conf")
     write(etc / "other.toml", "")
-    assert resolve_profile_path("other") == etc / "other.toml"
+    assert resolve_profile_path("other") == str(etc / "other.toml")
 
 
 def test_resolve_both_is_an_error(etc: Path) -> None:
@@ -726,12 +726,12 @@ def test_resolve_missing_name(etc: Path) -> None:
 
 def test_resolve_paths(etc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = write(tmp_path / "x.conf", conf())
-    assert resolve_profile_path(str(f)) == f
+    assert resolve_profile_path(str(f)) == str(f)
     monkeypatch.chdir(tmp_path)
-    assert resolve_profile_path("x.conf") == Path("x.conf")  # a suffix makes it a path
+    assert resolve_profile_path("x.conf") == "x.conf"  # a suffix makes it a path
     with pytest.raises(ConfigError) as info:
         resolve_profile_path("./missing")
-    assert_error(info.value, path="missing", line=None, key=None, fragment="no such file")
+    assert_error(info.value, path="./missing", line=None, key=None, fragment="no such file")
     with pytest.raises(ConfigError):
         resolve_profile_path("")
 
@@ -740,7 +740,7 @@ def test_load_conf(tmp_path: Path) -> None:
     f = write(tmp_path / "media.conf", (DATA / "full.conf").read_text())
     p = load_profile(str(f))
     assert p.name == "media"
-    assert p.source == f
+    assert p.source == str(f)
     assert p.interfaces[0].name == "media"
     assert p.dns == p.interfaces[0].dns
     assert p.dns_search == ("corp.example.test", "lan.example.test")
@@ -868,7 +868,7 @@ def test_full_toml(tmp_path: Path) -> None:
     f = toml_dir(tmp_path, FULL_TOML)
     p = load_profile(str(f))
     assert p.name == "media"
-    assert p.source == f
+    assert p.source == str(f)
     assert p.backend is Backend.KERNEL
     assert p.birthplace == "physical"
     assert p.kill_switch is False
@@ -879,10 +879,10 @@ def test_full_toml(tmp_path: Path) -> None:
 
     conf_iface, inline = p.interfaces
     assert conf_iface.name == "wg0"
-    assert conf_iface.source == tmp_path / "full.conf"
+    assert conf_iface.source == str(tmp_path / "full.conf")
     assert len(conf_iface.hooks) == 5
     assert inline.name == "inline"
-    assert inline.source == f
+    assert inline.source == str(f)
     assert inline.private_key == Secret(PRIV2)
     assert inline.addresses == (ip_interface("198.19.0.2/32"), ip_interface("2001:db8:ff::2/128"))
     assert (inline.listen_port, inline.fwmark, inline.mtu, inline.table) == (

@@ -372,6 +372,41 @@ def test_down_after_daemon_killed_or_interface_deleted(
     assert_same(before, sandbox.snapshot())
 
 
+def _running(pid: int) -> bool:
+    """PID exists and is not a zombie (exited, waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(")") + 2] != "Z"
+
+
+def test_down_does_not_wait_for_the_kernel_yet_the_daemon_ends_and_up_again_works(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    """`down` SIGKILLs the daemon of a namespace it deletes and returns without waiting for the
+    kernel to unregister the TUN (~20 ms); the daemon must still be gone right after, and an
+    `up` of the same name straight away must not trip over its remains (UAPI socket, TUN)."""
+    before = sandbox.settled_snapshot()
+    path = write_profile(sandbox, provider.client_conf())
+    wgns("up", path, "--name", NS)
+    first = status(wgns)["interfaces"][0]["daemon"]["pid"]
+    assert _running(first)
+    wgns("down", NS)
+    wgns("up", path, "--name", NS)  # at once: the old daemon may still be exiting
+    second = status(wgns)["interfaces"][0]["daemon"]["pid"]
+    assert second != first
+    assert curl(sandbox, f"http://{provider.web_v4}/") == "198.18.1.2"
+    deadline = time.monotonic() + 5
+    while _running(first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _running(first), "the old daemon survived `down`"
+    assert _running(second)
+    wgns("down", NS)
+    assert_same(before, sandbox.settled_snapshot())
+
+
 def test_preexisting_namespace_is_adopted_and_left_in_place(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
 import os
-import subprocess
 import time
-from pathlib import Path
 
 from wgns import netns
 from wgns.errors import WgnsError
@@ -24,8 +22,9 @@ from wgns.ops import proc_starttime
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import IO
 
-WIREGUARD_RUN_DIR = Path("/run/wireguard")
+WIREGUARD_RUN_DIR = "/run/wireguard"
 USERSPACE_BINARY = os.environ.get("WGNS_USERSPACE_IMPLEMENTATION", "wireguard-go")
 START_TIMEOUT = 10.0
 
@@ -86,16 +85,16 @@ def resolve(requested: Backend) -> str:
     )
 
 
-def socket_path(ifname: str) -> Path:
-    return WIREGUARD_RUN_DIR / f"{ifname}.sock"
+def socket_path(ifname: str) -> str:
+    return f"{WIREGUARD_RUN_DIR}/{ifname}.sock"
 
 
-def _listening(sock: Path) -> bool:
+def _listening(sock: str) -> bool:
     """The UAPI socket accepts connections. Existing is not enough: between bind() and listen()
     a connect fails, and `wg` then *unlinks* the socket as stale and falls back to the kernel."""
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        s.connect(str(sock))
+        s.connect(sock)
     except OSError:
         return False
     finally:
@@ -105,50 +104,77 @@ def _listening(sock: Path) -> bool:
 
 def start_userspace(
     ifname: str, birthplace: str | None, *, on_spawn: Callable[[int, int | None], None]
-) -> None:
-    """Start wireguard-go for IFNAME in BIRTHPLACE and wait until its UAPI socket answers."""
+) -> Starting:
+    """Start wireguard-go for IFNAME in BIRTHPLACE; :meth:`Starting.wait` waits until its UAPI
+    socket answers (~4 ms), which the caller may spend on other work."""
     env = dict(os.environ)
     env["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"] = "1"
     env.setdefault("LOG_LEVEL", "error")
     env.pop("WG_TUN_FD", None)
     env.pop("WG_UAPI_FD", None)
-    sock = socket_path(ifname)
     # An unlinked file, not a pipe: Go dies of SIGPIPE writing to a closed stderr pipe.
     try:
         errlog = os.fdopen(os.open("/tmp", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600), "w+b")
     except OSError:  # a /tmp without O_TMPFILE support
         import tempfile
 
-        errlog = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with below
-    with netns.entered(birthplace), errlog:
-        try:
-            proc = subprocess.Popen(
+        errlog = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Starting.wait
+    from wgns import spawn
+
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with netns.entered(birthplace):
+            pid = spawn.spawn(
                 [USERSPACE_BINARY, "-f", ifname],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errlog,
+                stdin=devnull,
+                stdout=devnull,
+                stderr=errlog.fileno(),
                 env=env,
-                start_new_session=True,
-                close_fds=True,
+                new_session=True,
             )
-        except FileNotFoundError as e:
-            raise WgnsError(f"{USERSPACE_BINARY} is not installed") from e
-        on_spawn(proc.pid, proc_starttime(proc.pid))
-        started = time.monotonic()
-        deadline = started + START_TIMEOUT
-        while not _listening(sock):
-            rc = proc.poll()
-            if rc is not None:
-                errlog.seek(0)
-                err = errlog.read().decode(errors="replace").strip().splitlines()
-                last = err[-1] if err else ""
-                raise WgnsError(f"{USERSPACE_BINARY} for {ifname} exited with status {rc}: {last}")
-            if time.monotonic() > deadline:
-                raise WgnsError(
-                    f"{USERSPACE_BINARY} for {ifname} did not start in {START_TIMEOUT}s"
-                )
-            # wireguard-go usually answers within ~20 ms: a doubling backoff overshot that by up
-            # to 15 ms, while a connect() attempt costs microseconds. Back off only when slow.
-            time.sleep(0.001 if time.monotonic() - started < 0.25 else 0.02)
-    # The daemon outlives us by design; stop Popen's destructor from warning about it.
-    proc.returncode = 0
+    except FileNotFoundError as e:
+        errlog.close()
+        raise WgnsError(f"{USERSPACE_BINARY} is not installed") from e
+    except BaseException:
+        errlog.close()
+        raise
+    finally:
+        os.close(devnull)
+    on_spawn(pid, proc_starttime(pid))
+    # The daemon outlives us by design, in its own session; whoever inherits it reaps it.
+    return Starting(ifname, pid, errlog)
+
+
+class Starting:
+    """A wireguard-go just started: its pid, and its stderr for the message if it fails."""
+
+    def __init__(self, ifname: str, pid: int, errlog: IO[bytes]) -> None:
+        self.ifname = ifname
+        self.pid = pid
+        self.errlog = errlog
+        self.started = time.monotonic()
+
+    def wait(self) -> None:
+        """Until the UAPI socket answers; a WgnsError with its last words if it exits first."""
+        from wgns import spawn
+
+        sock = socket_path(self.ifname)
+        deadline = self.started + START_TIMEOUT
+        with self.errlog:
+            while not _listening(sock):
+                rc = spawn.exit_status(self.pid, block=False)
+                if rc is not None:
+                    self.errlog.seek(0)
+                    err = self.errlog.read().decode(errors="replace").strip().splitlines()
+                    last = err[-1] if err else ""
+                    raise WgnsError(
+                        f"{USERSPACE_BINARY} for {self.ifname} exited with status {rc}: {last}"
+                    )
+                if time.monotonic() > deadline:
+                    raise WgnsError(
+                        f"{USERSPACE_BINARY} for {self.ifname} did not start in {START_TIMEOUT}s"
+                    )
+                # wireguard-go usually answers within ~5 ms: a doubling backoff overshot that,
+                # while a connect() attempt costs microseconds. Back off only when slow.
+                slow = time.monotonic() - self.started > 0.25
+                time.sleep(0.02 if slow else 0.0005)

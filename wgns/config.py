@@ -14,11 +14,9 @@ names. Secrets never reach a message: values are only ever echoed through :func:
 from __future__ import annotations
 
 import binascii  # not base64, a wrapper that imports struct too
-import contextlib
 import os
 import re
 import stat
-from dataclasses import replace
 from ipaddress import (
     IPv4Address,
     IPv6Address,
@@ -26,10 +24,10 @@ from ipaddress import (
     ip_interface,
     ip_network,
 )
-from pathlib import Path
 
 from wgns import netns
 from wgns.errors import ConfigError
+from wgns.frozen import replace
 from wgns.model import (
     Backend,
     Endpoint,
@@ -50,10 +48,11 @@ from wgns.model import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    StrPath = str | os.PathLike[str]
+    from collections.abc import Iterable
     from typing import Any
 
-ETC_DIR = Path("/etc/wgns")
+ETC_DIR = "/etc/wgns"  # paths are strings here: pathlib costs `wgns up` ~2 ms to import
 
 MAX_PROFILE_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 4096
@@ -93,12 +92,21 @@ class _Invalid(Exception):
         self.hint = hint
 
 
-@contextlib.contextmanager
-def _located(path: Path | str, line: int | None, key: str | None) -> Iterator[None]:
-    try:
-        yield
-    except _Invalid as e:
-        raise ConfigError(e.message, path=path, line=line, key=key, hint=e.hint) from None
+class _located:
+    """Turn an _Invalid raised in the block into a ConfigError at PATH:LINE, KEY. A class, not
+    a contextlib.contextmanager: contextlib is an import `wgns up` need not pay for."""
+
+    def __init__(self, path: StrPath, line: int | None, key: str | None) -> None:
+        self.path, self.line, self.key = path, line, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, _Invalid):
+            raise ConfigError(
+                e.message, path=self.path, line=self.line, key=self.key, hint=e.hint
+            ) from None
 
 
 # A run this long of base64 characters could be (part of) a key: never echo it.
@@ -371,7 +379,7 @@ def _wg_quick_pass(text: str) -> tuple[list[_QuickLine], list[tuple[int, str]]]:
     return consumed, rest
 
 
-def strip_conf(text: str, *, path: Path | str | None = None) -> str:
+def strip_conf(text: str, *, path: StrPath | None = None) -> str:
     """Exactly what `wg-quick strip` prints for a file with this content.
 
     wg-quick dies (printing nothing) on a SaveConfig that is neither true nor false; so do we.
@@ -429,7 +437,7 @@ def _wg_line(
     section: str | None,
     number: int,
     line: str,
-    path: Path,
+    path: StrPath,
 ) -> str | None:
     """Apply one line the way `wg setconf` would; returns the section now in force."""
     content = "".join(c for c in line.split("#", 1)[0] if c not in _SPACE)
@@ -494,7 +502,7 @@ def _wg_line(
     return section
 
 
-def _unknown_wg_key(key: str, line: str, section: str, path: Path, number: int) -> ConfigError:
+def _unknown_wg_key(key: str, line: str, section: str, path: StrPath, number: int) -> ConfigError:
     lowered = _lower(key)
     if section == "interface" and lowered in _QUICK_KEYS:
         # wg-quick skipped it: either its key had inner spaces or the header did.
@@ -534,7 +542,7 @@ def _split_words(value: str) -> list[str]:
     return [w for w in re.split(r"[ \t\n,]+", value) if w]
 
 
-def parse_conf(text: str, *, path: Path, label: str) -> Interface:
+def parse_conf(text: str, *, path: StrPath, label: str) -> Interface:
     """A wg-quick .conf as one :class:`Interface` labelled LABEL; raises ConfigError."""
     consumed, rest = _wg_quick_pass(text)
     draft = _InterfaceDraft()
@@ -607,11 +615,11 @@ def parse_conf(text: str, *, path: Path, label: str) -> Interface:
         hooks=tuple(hooks),
         save_config=save_config,
         peers=_finish_peers(draft.peers, path),
-        source=path,
+        source=os.fspath(path),
     )
 
 
-def _finish_peers(drafts: list[_PeerDraft], path: Path) -> tuple[Peer, ...]:
+def _finish_peers(drafts: list[_PeerDraft], path: StrPath) -> tuple[Peer, ...]:
     seen: dict[str, int] = {}
     peers: list[Peer] = []
     for d in drafts:
@@ -665,12 +673,12 @@ def wg_setconf_text(iface: Interface) -> str:
 class _Unreadable(ConfigError):
     """A file that could not be read; a TOML profile re-points it at the line naming the file."""
 
-    def __init__(self, reason: str, path: Path) -> None:
+    def __init__(self, reason: str, path: StrPath) -> None:
         super().__init__(f"cannot read: {reason}", path=path)
         self.reason = reason
 
 
-def _read_file(path: Path, *, limit: int = MAX_PROFILE_BYTES) -> tuple[bytes, int]:
+def _read_file(path: StrPath, *, limit: int = MAX_PROFILE_BYTES) -> tuple[bytes, int]:
     """The bytes and st_mode of a regular file, or a ConfigError saying why not."""
     try:
         # O_NONBLOCK: a FIFO named as a key file must not hang `wgns up`.
@@ -698,7 +706,7 @@ def _read_file(path: Path, *, limit: int = MAX_PROFILE_BYTES) -> tuple[bytes, in
         os.close(fd)
 
 
-def _decode(data: bytes, path: Path) -> str:
+def _decode(data: bytes, path: StrPath) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -706,7 +714,7 @@ def _decode(data: bytes, path: Path) -> str:
         raise ConfigError("not UTF-8 text", path=path, line=line) from None
 
 
-def _check_private(path: Path, mode: int) -> None:
+def _check_private(path: StrPath, mode: int) -> None:
     if mode & 0o004:
         import shlex
 
@@ -717,7 +725,7 @@ def _check_private(path: Path, mode: int) -> None:
         )
 
 
-def _read_key_file(path: Path, key: str) -> Secret:
+def _read_key_file(path: StrPath, key: str) -> Secret:
     data, mode = _read_file(path, limit=MAX_KEY_FILE_BYTES)
     _check_private(path, mode)
     try:
@@ -728,7 +736,7 @@ def _read_key_file(path: Path, key: str) -> Secret:
         return Secret(_parse_key(text))
 
 
-def load_conf_file(path: Path, *, label: str) -> Interface:
+def load_conf_file(path: StrPath, *, label: str) -> Interface:
     """Read and parse a .conf that holds a private key: it must not be readable by others."""
     data, mode = _read_file(path)
     iface = parse_conf(_decode(data, path), path=path, label=label)
@@ -843,8 +851,8 @@ _MISSING = object()
 class _Toml:
     """Typed access to one parsed TOML profile, with errors that carry the line."""
 
-    def __init__(self, text: str, path: Path) -> None:
-        self.path = path
+    def __init__(self, text: str, path: StrPath) -> None:
+        self.path = os.fspath(path)
         self.lines = _TomlLines(text)
         self.inline_secret = False
 
@@ -855,10 +863,8 @@ class _Toml:
             message, path=self.path, line=self.lines.line(loc, key), key=key, hint=hint
         )
 
-    @contextlib.contextmanager
-    def at(self, loc: Loc, key: str) -> Iterator[None]:
-        with _located(self.path, self.lines.line(loc, key), key):
-            yield
+    def at(self, loc: Loc, key: str) -> _located:
+        return _located(self.path, self.lines.line(loc, key), key)
 
     def check_keys(self, table: dict[str, Any], loc: Loc, allowed: tuple[str, ...]) -> None:
         for key in table:
@@ -929,22 +935,21 @@ class _Toml:
             raise self.error(loc, key, f"{_show(value)} is not one of {' | '.join(choices)}")
         return value
 
-    def resolve(self, name: str) -> Path:
-        p = Path(name)
-        return p if p.is_absolute() else self.path.parent / p
+    def resolve(self, name: str) -> str:
+        return name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path), name)
 
 
 def _table_name(loc: Loc) -> str:
     return ".".join(p for p in loc if isinstance(p, str))
 
 
-def parse_toml(text: str, *, path: Path) -> Profile:
+def parse_toml(text: str, *, path: StrPath) -> Profile:
     """A TOML profile (reads the .conf and key files it names); raises ConfigError."""
     profile, _ = _parse_toml(text, path)
     return profile
 
 
-def _parse_toml(text: str, path: Path, name: str | None = None) -> tuple[Profile, bool]:
+def _parse_toml(text: str, path: StrPath, name: str | None = None) -> tuple[Profile, bool]:
     """The profile, and whether the TOML text itself holds a secret."""
     import tomllib  # ~18 ms of start-up (it pulls in datetime): only TOML profiles pay it
 
@@ -1038,7 +1043,7 @@ def _parse_toml(text: str, path: Path, name: str | None = None) -> tuple[Profile
 
     profile = Profile(
         name=name,
-        source=path,
+        source=os.fspath(path),
         interfaces=tuple(interfaces),
         dns=_uniq([*(a for i in interfaces for a in i.dns), *dns]),
         dns_search=_uniq([*(s for i in interfaces for s in i.dns_search), *search]),
@@ -1078,12 +1083,25 @@ def _allow_host(t: _Toml, data: dict[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _name_from_stem(path: Path) -> str:
+def _stem(path: StrPath) -> str:
+    """pathlib's PurePath.stem."""
+    base = os.path.basename(os.fspath(path))
+    dot = base.rfind(".")
+    return base[:dot] if 0 < dot < len(base) - 1 else base
+
+
+def _suffix(path: StrPath) -> str:
+    """pathlib's PurePath.suffix."""
+    base = os.path.basename(os.fspath(path))
+    return base[len(_stem(base)) :]
+
+
+def _name_from_stem(path: StrPath) -> str:
     try:
-        return netns.validate_name(path.stem, path=str(path))
+        return netns.validate_name(_stem(path), path=str(path))
     except ConfigError:
         raise ConfigError(
-            f"the file name {_show(path.stem)} is not a valid namespace name",
+            f"the file name {_show(_stem(path))} is not a valid namespace name",
             path=path,
             hint='rename the file, set name = "..." in a TOML profile, or pass --name',
         ) from None
@@ -1280,17 +1298,16 @@ def _source_net(text: str) -> IPNetwork:
 # Entry points
 
 
-def resolve_profile_path(ref: str) -> Path:
+def resolve_profile_path(ref: str) -> str:
     """NAME -> /etc/wgns/NAME.toml or NAME.conf; anything with '/' or a suffix is a path."""
     if not ref:
         raise ConfigError("empty profile name")
     if "/" in ref or ref.endswith((".conf", ".toml")):
-        path = Path(ref)
-        if not path.exists():
-            raise ConfigError("no such file", path=path)
-        return path
-    toml, conf = ETC_DIR / f"{ref}.toml", ETC_DIR / f"{ref}.conf"
-    found = [p for p in (toml, conf) if p.exists()]
+        if not os.path.exists(ref):
+            raise ConfigError("no such file", path=ref)
+        return ref
+    toml, conf = f"{ETC_DIR}/{ref}.toml", f"{ETC_DIR}/{ref}.conf"
+    found = [p for p in (toml, conf) if os.path.exists(p)]
     if len(found) == 2:
         raise ConfigError(
             f"profile {_show(ref)} is ambiguous: both {toml} and {conf} exist",
@@ -1311,16 +1328,16 @@ def load_profile(ref: str, *, name: str | None = None, backend: str | None = Non
         netns.validate_name(name)
     data, mode = _read_file(path)
     text = _decode(data, path)
-    if path.suffix == ".toml":
+    if _suffix(path) == ".toml":
         profile, inline_secret = _parse_toml(text, path, name)
         if inline_secret:
             _check_private(path, mode)
     else:
-        iface = parse_conf(text, path=path, label=path.stem)
+        iface = parse_conf(text, path=path, label=_stem(path))
         _check_private(path, mode)
         profile = Profile(
             name=name if name is not None else _name_from_stem(path),
-            source=path,
+            source=os.fspath(path),
             interfaces=(iface,),
             dns=iface.dns,
             dns_search=iface.dns_search,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from pathlib import Path
+    from os import PathLike
     from typing import NoReturn
 
 EXIT_OK = 0
@@ -41,7 +41,7 @@ class ConfigError(WgnsError):
         self,
         message: str,
         *,
-        path: str | Path | None = None,
+        path: str | PathLike[str] | None = None,
         line: int | None = None,
         key: str | None = None,
         hint: str | None = None,

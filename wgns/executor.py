@@ -31,11 +31,23 @@ class Executor:
     def __init__(self, record: state.Record) -> None:
         self.record = record
         self._fault = _fault_point()
+        self._unfinished: list[Op] = []  # applied, maybe still working in the background
+
+    def settle(self) -> None:
+        """Finish every op whose work may still run in the background (see Op.finish)."""
+        while self._unfinished:
+            op = self._unfinished.pop(0)
+            before = dict(op.result)
+            op.finish()
+            if op.result != before:
+                op.checkpoint()
 
     def _save(self) -> None:
         state.save(self.record)
 
     def apply(self, op: Op) -> None:
+        if not op.beside_background:
+            self.settle()
         op.prepare()
         entry = op.to_json()
         self.record.journal.append(entry)
@@ -51,9 +63,11 @@ class Executor:
         if self._fault == (index, False):
             os.kill(os.getpid(), SIGKILL)
         op.apply()
+        self._unfinished.append(op)
         if op.result != entry.get("result"):
             checkpoint()
         if self._fault == (index, True):
+            self.settle()
             os.kill(os.getpid(), SIGKILL)
 
     def apply_all(self, ops: Iterable[Op]) -> None:
@@ -61,8 +75,16 @@ class Executor:
         try:
             for op in ops:
                 self.apply(op)
+            self.settle()
         except BaseException as exc:
-            errors = undo_journal(self.record.journal)
+            errors = []
+            while self._unfinished:  # wait for what still runs, so that undo sees it all
+                try:
+                    self._unfinished.pop(0).finish()
+                except Exception as e:
+                    if e is not exc:
+                        errors.append(str(e))
+            errors += undo_journal(self.record.journal)
             self.record.journal.clear()
             if errors and isinstance(exc, WgnsError):
                 exc.message += " (rollback also failed: " + "; ".join(errors) + ")"

@@ -34,7 +34,6 @@ undoes it from ``result`` alone, so it is exact after a crash at any step.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -51,6 +50,7 @@ from typing import Any
 
 from wgns import killswitch, log, names, netns, state
 from wgns.errors import UsageError, WgnsError
+from wgns.frozen import replace
 from wgns.model import Forward, ForwardMode, IPNetwork, Proto
 from wgns.ops import (
     Op,
@@ -131,7 +131,7 @@ def make_forward(
     hp, np = parse_ports(ports)
     fwd = Forward(host_port=hp, ns_port=np, proto=Proto(proto), mode=ForwardMode(mode))
     if sources:
-        fwd = dataclasses.replace(fwd, sources=parse_sources(sources))
+        fwd = replace(fwd, sources=parse_sources(sources))
     return fwd
 
 
@@ -831,7 +831,7 @@ class Forwarding(Op):
     def _render_killswitch(self, fwds: Sequence[Forward]) -> None:
         if self.killswitch is None or not netns.exists(self.ns):
             return
-        spec = dataclasses.replace(
+        spec = replace(
             killswitch.Spec.from_json(self.killswitch),
             openings=openings(self.ns, fwds, self.allow_host),
         )

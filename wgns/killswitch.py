@@ -19,13 +19,10 @@ Everything here but :func:`live` and :func:`canonical` is pure.
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from wgns import names
 from wgns.errors import WgnsError
-from wgns.model import Profile
+from wgns.frozen import frozen
 
 try:  # the builtin module: hashlib would load OpenSSL first (~3 ms of every `wgns up`)
     from _sha256 import sha256  # type: ignore[import-not-found]
@@ -34,7 +31,10 @@ except ImportError:  # pragma: no cover - a Python built without it
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
+
+    from wgns.model import Profile
 
 FAMILY = "inet"
 SEAL_PREFIX = "wgns kill switch"
@@ -43,7 +43,7 @@ _COUNTER_RE = r"counter packets \d+ bytes \d+"  # `wgns check` only: compiled on
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}$")
 
 
-@dataclass(frozen=True)
+@frozen
 class Opening:
     """A narrow hole for a declared forward veth (issue 5): only what it needs, nothing more.
 
@@ -78,7 +78,7 @@ class Opening:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class Spec:
     """Everything the table is rendered from; stored in the state record (``extra.killswitch``)
     so that `wgns check` can render the expected table again."""
@@ -86,7 +86,7 @@ class Spec:
     table: str
     wg_ifnames: tuple[str, ...]
     ipv6: bool
-    openings: tuple[Opening, ...] = field(default=())
+    openings: tuple[Opening, ...] = ()
 
     def render(self) -> str:
         return ruleset(self.table, self.wg_ifnames, ipv6=self.ipv6, openings=self.openings)
@@ -236,6 +236,8 @@ def canonical(script: str, table: str) -> str:
     """How the kernel lists TABLE once SCRIPT is loaded: SCRIPT is applied in a throwaway,
     empty network namespace (`unshare --net`), so the comparison with the live table is made by
     nft itself, not by a re-implementation of its syntax."""
+    import subprocess
+
     try:
         proc = subprocess.run(
             [

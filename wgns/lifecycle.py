@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
+import _signal  # type: ignore[import-not-found]
 
 from wgns import backend as backends
 from wgns import config, killswitch, log, names, netns, probe, state
 from wgns.errors import ConfigError, WgnsError
 from wgns.executor import Executor, undo_journal
+from wgns.frozen import replace
 from wgns.model import Backend, Profile
 from wgns.ops import run
 from wgns.plan import Facts, down_hooks, plan_up
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from types import FrameType
 
 
@@ -35,17 +34,22 @@ class Terminated(BaseException):
     """SIGTERM/SIGHUP during `up`: roll back like Ctrl-C does."""
 
 
-@contextlib.contextmanager
-def _rollback_on_signals() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(signum)
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+
+class _rollback_on_signals:
+    """SIGTERM and SIGHUP raise Terminated in the block. _signal, not signal: the latter builds
+    its enums at import, and contextlib is not needed for two handlers."""
+
+    def __enter__(self) -> None:
+        self.old = {
+            s: _signal.signal(s, _raise_terminated) for s in (_signal.SIGTERM, _signal.SIGHUP)
+        }
+
+    def __exit__(self, *exc_info: object) -> None:
+        for s, h in self.old.items():
+            _signal.signal(s, h)
 
 
 def netns_files(profile: Profile) -> dict[str, str]:
@@ -193,7 +197,5 @@ def _reload(profile: Profile, rec: state.Record) -> None:
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
     profile = config.load_profile(ref, name=name, backend=backend)
     if backend is not None:
-        import dataclasses
-
-        profile = dataclasses.replace(profile, backend=Backend(backend))
+        profile = replace(profile, backend=Backend(backend))
     return profile

@@ -8,7 +8,6 @@ compared without touching the system.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -17,7 +16,8 @@ from ipaddress import (
     IPv6Interface,
     IPv6Network,
 )
-from pathlib import Path
+
+from wgns.frozen import frozen
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
@@ -71,7 +71,7 @@ class HookWhere(enum.Enum):
 # __doc__ through inspect.signature, ~0.3 ms per class of every `wgns up`.
 
 
-@dataclass(frozen=True)
+@frozen
 class Endpoint:
     """A peer's Endpoint: host and UDP port."""
 
@@ -82,7 +82,7 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@frozen
 class Peer:
     """One [Peer] of an interface."""
 
@@ -94,7 +94,7 @@ class Peer:
     line: int | None = None  # line of the [Peer] header, for messages
 
 
-@dataclass(frozen=True)
+@frozen
 class Hook:
     """A PreUp/PostUp/PreDown/PostDown command."""
 
@@ -104,7 +104,7 @@ class Hook:
     line: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Interface:
     """One WireGuard interface: what a wg-quick ``.conf`` describes."""
 
@@ -120,7 +120,7 @@ class Interface:
     hooks: tuple[Hook, ...] = ()
     save_config: bool = False
     peers: tuple[Peer, ...] = ()
-    source: Path | None = None
+    source: str | None = None  # the file it was read from
 
 
 class Proto(enum.Enum):
@@ -133,7 +133,7 @@ class ForwardMode(enum.Enum):
     RELAY = "relay"
 
 
-@dataclass(frozen=True)
+@frozen
 class Forward:
     """A port forward from the host into the namespace (issue 5)."""
 
@@ -145,12 +145,12 @@ class Forward:
     line: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Profile:
     """Everything `wgns up` needs, validated."""
 
     name: str  # the namespace name
-    source: Path
+    source: str  # the profile's file
     interfaces: tuple[Interface, ...]
     dns: tuple[IPAddress, ...] = ()  # union of the interfaces' DNS and the profile's own
     dns_search: tuple[str, ...] = ()

@@ -17,15 +17,15 @@ from wgns.errors import WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Sequence
     from typing import Any, ClassVar
 
     from wgns.model import Interface
+    from wgns.spawn import Completed
 
-# `wgns down` of a namespace wgns created runs no tool at all, so subprocess (which pulls in
-# signal, enum, threading, selectors and re: ~5 ms) is imported only where a tool is run, and
-# signal numbers are spelled out (Linux's) instead of importing signal for two constants.
+# Tools run through wgns.spawn (posix_spawn), imported only where a tool is run: `wgns down` of a
+# namespace wgns created runs none. Signal numbers are spelled out (Linux's) instead of importing
+# signal, which builds its enums at import, for two constants.
 SIGKILL = 9
 SIGTERM = 15
 
@@ -51,15 +51,13 @@ def run(
     ns: str | None = None,
     check: bool = True,
     env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
+) -> Completed:
     """Run a tool; with NS, inside that network namespace (the child inherits the thread's)."""
-    import subprocess
+    from wgns import spawn
 
     with netns.entered(ns):
         try:
-            proc = subprocess.run(
-                list(argv), input=input, capture_output=True, text=True, env=env, check=False
-            )
+            proc = spawn.run(argv, input=input, env=env)
         except FileNotFoundError as e:
             raise WgnsError(f"{argv[0]} is not installed", hint="run scripts/install.sh") from e
     if check and proc.returncode != 0:
@@ -71,10 +69,8 @@ def ip_batch(lines: Sequence[str], *, ns: str | None = None) -> None:
     """Many iproute2 commands in one process (`ip -b`): one fork instead of one per command."""
     if not lines:
         return
-    import subprocess
-
     argv = ["ip", "-n", ns, "-b", "-"] if ns else ["ip", "-b", "-"]
-    proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    proc = run(argv, input="\n".join(lines) + "\n", check=False)
     if proc.returncode != 0:
         raise WgnsError(f"ip failed{' in namespace ' + ns if ns else ''}: {proc.stderr.strip()}")
 
@@ -87,10 +83,8 @@ def del_link(ifname: str, *, ns: str | None) -> bool:
     """Delete IFNAME in NS (None: the current namespace). False when it was not there."""
     if ns is not None and not netns.exists(ns):
         return False
-    import subprocess
-
     argv = ["ip", "-n", ns, "link", "del", ifname] if ns else ["ip", "link", "del", ifname]
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = run(argv, check=False)
     if proc.returncode == 0:
         return True
     if _gone(proc.stderr):
@@ -113,13 +107,21 @@ def process_alive(pid: int, starttime: int | None) -> bool:
     return pid > 0 and proc_starttime(pid) == starttime and not _is_zombie(pid)
 
 
-def stop_process(pid: int, starttime: int | None, *, grace: float = 2.0) -> bool:
-    """Stop PID if it is still the process we started (same start time). False if gone."""
+def stop_process(pid: int, starttime: int | None, *, grace: float = 2.0, wait: bool = True) -> bool:
+    """Stop PID if it is still the process we started (same start time). False if gone.
+    With wait=False it gets SIGKILL and is not waited for: for a process whose remains the
+    kernel can clear up on its own, after it can no longer run a single instruction."""
     current = proc_starttime(pid) if pid > 0 else None
     if current is None:
         return False
     if starttime is not None and current != starttime:
         return False  # the pid was reused by someone else's process
+    if not wait:
+        with suppress(ProcessLookupError):
+            os.kill(pid, SIGKILL)
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # our own child (a rolled-back `up`): reap it if it can
+        return True
     # A pidfd wakes us the moment the process exits; polling /proc would oversleep.
     try:
         pidfd = os.pidfd_open(pid)
@@ -237,6 +239,14 @@ class Op:
     def apply(self) -> None:
         raise NotImplementedError
 
+    # An op may start work in apply() that finish() completes: the executor goes on with the
+    # next ops meanwhile, as long as they are ones that cannot let a packet flow (this flag),
+    # and calls finish() before any other op, and at the end.
+    beside_background = False
+
+    def finish(self) -> None:
+        """Complete what apply() started in the background; raise as apply would."""
+
     def checkpoint(self) -> None:
         """Persist ``result`` now (set by the executor): for facts learnt mid-apply."""
         cb = getattr(self, "_checkpoint_cb", None)
@@ -264,6 +274,7 @@ class Op:
 
 
 class AddNetns(Op):
+    beside_background = True  # an empty namespace: nothing in it can carry traffic
     kind = "netns_add"
     ns: str
 
@@ -289,6 +300,7 @@ class AddNetns(Op):
 class WriteNetnsFiles(Op):
     """/etc/netns/NS/* (resolv.conf, hosts, nsswitch.conf): restores what was there before."""
 
+    beside_background = True  # no address, route or link state that could carry traffic
     kind = "netns_files"
     ns: str
     files: dict[str, str]
@@ -355,6 +367,7 @@ class WriteNetnsFiles(Op):
 class CreateWireguard(Op):
     """The wg interface, created in the birthplace so its UDP socket lives there."""
 
+    beside_background = True  # no address, route or link state that could carry traffic
     kind = "wg_create"
     ifname: str
     backend: str  # "kernel" | "userspace"
@@ -397,8 +410,15 @@ class CreateWireguard(Op):
             ip_batch(
                 [f"link add {self.ifname} netns {self.target} type wireguard"], ns=self.birthplace
             )
-        else:
-            backend.start_userspace(self.ifname, self.birthplace, on_spawn=self._note)
+        else:  # the executor goes on while the daemon starts; finish() waits for it
+            self._starting: backend.Starting | None = backend.start_userspace(
+                self.ifname, self.birthplace, on_spawn=self._note
+            )
+
+    def finish(self) -> None:
+        starting, self._starting = getattr(self, "_starting", None), None
+        if starting is not None:
+            starting.wait()
 
     def _note(self, pid: int, starttime: int | None) -> None:
         self.result["pid"] = pid
@@ -409,8 +429,16 @@ class CreateWireguard(Op):
         if self.backend == "userspace":
             pid = int(self.result.get("pid", 0))
             if pid:
-                # the daemon closes its TUN on the way out, which removes the interface
-                stop_process(pid, self.result.get("starttime"))
+                # The daemon closes its TUN on the way out, which removes the interface; that
+                # unregistering costs the kernel ~20 ms of RCU grace periods. When the TUN sits
+                # in a namespace this teardown deletes, nothing can use it any more once the
+                # daemon is SIGKILLed, and the kernel finishes both in the background: `down`
+                # need not wait. (Still in the birthplace, after a crash mid-`up`: wait, so
+                # that the name is free when this returns.)
+                doomed = self.target in ctx.doomed and not link_exists(
+                    self.ifname, ns=self.birthplace
+                )
+                stop_process(pid, self.result.get("starttime"), wait=not doomed)
             with suppress(FileNotFoundError):
                 os.unlink(f"{WIREGUARD_RUN_DIR}/{self.ifname}.sock")
             if self.result.get("run_dir_created", False):
@@ -433,6 +461,7 @@ class ConfigureWireguard(Op):
     """Keys and peers, never through argv: the UAPI socket for wireguard-go, `wg setconf` with
     the config on stdin for the kernel."""
 
+    beside_background = True  # no address, route or link state that could carry traffic
     kind = "wg_config"
     ifname: str
     ns: str | None  # where the device is when configured
@@ -476,6 +505,7 @@ class ConfigureWireguard(Op):
 
 
 class MoveLink(Op):
+    # not beside_background: the daemon must be up (see CreateWireguard.finish)
     kind = "link_move"
     ifname: str
     source: str | None
@@ -498,11 +528,128 @@ class MoveLink(Op):
         return f"ip link set {self.ifname} netns {self.target}"
 
     def apply(self) -> None:
-        ip_batch([f"link set {self.ifname} netns {self.target}"], ns=self.source)
+        # Moving a link costs the kernel an rcu_barrier() (~20 ms on the CI machine) during
+        # which the caller only waits: a thread waits instead, while `up` goes on with what
+        # cannot carry traffic (configuring the daemon, writing files). Op.finish joins it.
+        import _thread
+
+        from wgns import rtnl
+
+        nl = rtnl.Rtnl(self.source)
+        done = _thread.allocate_lock()
+        done.acquire()
+        self._moving: tuple[Any, list[OSError]] | None = (done, [])
+        failed = self._moving[1]
+
+        def move() -> None:
+            try:
+                nl.move_link(self.ifname, self.target)
+            except OSError as e:
+                failed.append(e)
+            finally:
+                nl.close()
+                done.release()
+
+        try:
+            _thread.start_new_thread(move, ())
+        except BaseException:
+            nl.close()
+            self._moving = None
+            raise
+
+    def finish(self) -> None:
+        moving, self._moving = getattr(self, "_moving", None), None
+        if moving is None:
+            return
+        done, failed = moving
+        done.acquire()
+        if failed:
+            raise WgnsError(f"cannot move {self.ifname} to {self.target}: {failed[0].strerror}")
+
+
+def _netlink(call: Any, *args: Any, what: str, **kwargs: Any) -> None:
+    """An rtnl call whose kernel error becomes a WgnsError that says what failed."""
+    try:
+        call(*args, **kwargs)
+    except OSError as e:
+        raise WgnsError(f"{what}: {e.strerror or e}") from None
+
+
+class ConfigureLink(Op):
+    """Addresses, MTU, link state and routes of a wg interface inside the namespace: what
+    wg-quick does with `ip`, over one netlink socket (wgns.rtnl) instead of a process."""
+
+    kind = "link_config"
+    ns: str
+    ifname: str
+    addresses: list[str]
+    mtu: int
+    routes: list[list[Any]]  # [prefix, table number or None (main)]
+    lo_up: bool
+
+    def __init__(
+        self,
+        *,
+        ns: str,
+        ifname: str,
+        addresses: list[str],
+        mtu: int,
+        routes: list[list[Any]],
+        lo_up: bool = False,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(result=result)
+        self.ns = ns
+        self.ifname = ifname
+        self.addresses = addresses
+        self.mtu = mtu
+        self.routes = routes
+        self.lo_up = lo_up
+
+    def lines(self) -> list[str]:
+        """The same change as `ip` command lines (for --debug and the docs)."""
+        out = ["link set lo up"] if self.lo_up else []
+        out += [f"address add {a} dev {self.ifname}" for a in self.addresses]
+        out.append(f"link set dev {self.ifname} mtu {self.mtu} up")
+        for prefix, table in self.routes:
+            out.append(
+                f"route replace {prefix} dev {self.ifname}"
+                + (f" table {table}" if table is not None else "")
+            )
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(f"ip -n {self.ns} {line}" for line in self.lines())
+
+    def apply(self) -> None:
+        from wgns import rtnl
+
+        where = f" in namespace {self.ns}"
+        with rtnl.Rtnl(self.ns) as nl:
+            if self.lo_up:
+                _netlink(nl.set_link, "lo", up=True, what=f"cannot bring lo up{where}")
+            for a in self.addresses:
+                _netlink(nl.add_address, self.ifname, a, what=f"cannot add {a}{where}")
+            _netlink(
+                nl.set_link,
+                self.ifname,
+                mtu=self.mtu,
+                up=True,
+                what=f"cannot set {self.ifname} up with MTU {self.mtu}{where}",
+            )
+            for prefix, table in self.routes:
+                _netlink(
+                    nl.replace_route,
+                    prefix,
+                    self.ifname,
+                    table=table,
+                    what=f"cannot add the route to {prefix}{where}",
+                )
 
 
 class IpCommands(Op):
-    """Addresses, MTU, link state and routes inside the namespace, in one `ip -b`."""
+    """Addresses, MTU, link state and routes inside the namespace, in one `ip -b`. (Journals
+    of wgns before ConfigureLink name it; kept so that their `down` still reads.)"""
 
     kind = "ip_batch"
     ns: str
@@ -548,13 +695,7 @@ class LinkUp(Op):
         return f"ip -n {self.ns} link set {self.ifname} up"
 
     def prepare(self) -> None:
-        import subprocess
-
-        proc = subprocess.run(
-            ["ip", "-n", self.ns, "-j", "link", "show", "dev", self.ifname],
-            capture_output=True,
-            text=True,
-        )
+        proc = run(["ip", "-n", self.ns, "-j", "link", "show", "dev", self.ifname], check=False)
         self.result["was_up"] = '"UP"' in proc.stdout
 
     def apply(self) -> None:
@@ -570,6 +711,7 @@ class LinkUp(Op):
 class NftTable(Op):
     """The namespace's own nft table, created or replaced atomically by one `nft -f`."""
 
+    beside_background = True  # a table of rules: nothing a packet could use to leave
     kind = "nft_table"
     ns: str | None
     family: str
@@ -596,7 +738,25 @@ class NftTable(Op):
         return f"nft -f - (table {self.family} {self.table}){where}"
 
     def apply(self) -> None:
-        run(["nft", "-f", "-"], input=self.ruleset, ns=self.ns)
+        # nft runs while wgns starts the WireGuard device (~3 ms of `wgns up` hidden); the
+        # executor waits for it before anything that could let a packet flow.
+        from wgns import spawn
+
+        with netns.entered(self.ns):
+            try:
+                self._running: spawn.Running | None = spawn.start(
+                    ["nft", "-f", "-"], input=self.ruleset
+                )
+            except FileNotFoundError as e:
+                raise WgnsError("nft is not installed", hint="run scripts/install.sh") from e
+
+    def finish(self) -> None:
+        running, self._running = getattr(self, "_running", None), None
+        if running is None:
+            return
+        proc = running.wait()
+        if proc.returncode != 0:
+            raise WgnsError(f"`nft -f -` failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
     def undo(self, ctx: Teardown) -> None:
         if self.ns is not None and (self.ns in ctx.doomed or not netns.exists(self.ns)):

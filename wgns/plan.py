@@ -11,9 +11,9 @@ from wgns import killswitch, names
 from wgns.model import Interface, Profile
 from wgns.ops import (
     AddNetns,
+    ConfigureLink,
     ConfigureWireguard,
     CreateWireguard,
-    IpCommands,
     LinkUp,
     MoveLink,
     NftTable,
@@ -50,20 +50,17 @@ class Facts:
         self.openings = openings
 
 
-def routes_for(iface: Interface, ifname: str) -> list[str]:
-    """wg-quick's routes: one per AllowedIPs prefix, most specific first; Table=off: none."""
+def routes_for(iface: Interface) -> list[list[str | int | None]]:
+    """wg-quick's routes: one per AllowedIPs prefix, most specific first, as [prefix, table]
+    (table None: main); Table=off: none."""
     if iface.table is not None and iface.table.lower() == "off":
         return []
-    table = ""
+    table = None
     if iface.table is not None and iface.table.lower() != "auto":
-        table = f" table {iface.table}"
+        table = int(iface.table)
     nets = {n for p in iface.peers for n in p.allowed_ips}
     ordered = sorted(nets, key=lambda n: (-n.prefixlen, n.version, str(n)))
-    lines = []
-    # no -4/-6: inside `ip -b` that is not allowed per line, and ip infers it from the prefix
-    for net in ordered:
-        lines.append(f"route replace {net} dev {ifname}{table}")
-    return lines
+    return [[str(net), table] for net in ordered]
 
 
 def _without_replace_prelude(rules: str) -> str:
@@ -80,15 +77,32 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
     ns = profile.name
     bp = profile.birthplace
     ops: list[Op] = []
+    ifnames = [names.wg_ifname(ns, i.name) for i in profile.interfaces]
+
+    def create(ifname: str) -> CreateWireguard:
+        return CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns)
+
+    # wireguard-go takes ~4 ms to answer; started first, it starts while the namespace, its
+    # kill switch and files are made (the executor runs those beside it). Not when PreUp hooks
+    # must run before the interface exists (wg-quick's order), nor for the kernel's device,
+    # which is created inside the namespace.
+    early = facts.backend == "userspace" and not any(
+        h.when.value == "pre-up" for i in profile.interfaces for h in (*profile.hooks, *i.hooks)
+    )
+    if early:
+        ops.extend(create(ifname) for ifname in ifnames)
     if not facts.ns_exists:
         ops.append(AddNetns(ns=ns))
-    ifnames = [names.wg_ifname(ns, i.name) for i in profile.interfaces]
+    kill_switch: Op | None = None  # the op, until it has its place in OPS
     if profile.kill_switch:
         table = names.nft_table(ns)
         rules = killswitch.ruleset(table, ifnames, ipv6=profile.has_ipv6, openings=facts.openings)
         if not facts.ns_exists:
             rules = _without_replace_prelude(rules)
-        ops.append(NftTable(ns=ns, family=killswitch.FAMILY, table=table, ruleset=rules))
+        kill_switch = NftTable(ns=ns, family=killswitch.FAMILY, table=table, ruleset=rules)
+        if not early:
+            ops.append(kill_switch)
+            kill_switch = None
     if facts.netns_files:
         ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
 
@@ -102,24 +116,34 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
 
     for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
         ops.extend(hooks("pre-up", iface, ifname))
-        ops.append(CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns))
+        if not early:
+            ops.append(create(ifname))
         kernel = facts.backend == "kernel"  # a kernel device is created inside ns directly
+        if not kernel:  # moved while the daemon is configured (see MoveLink.apply)
+            ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
+        if kill_switch is not None:
+            # nft then runs during the move's kernel wait, not while the daemon starts; it is
+            # in place before anything can carry a packet (ConfigureLink waits for it)
+            ops.append(kill_switch)
+            kill_switch = None
         cfg = ConfigureWireguard(
             ifname=ifname, ns=ns if kernel else bp, backend=facts.backend, peers=len(iface.peers)
         )
         cfg._iface = facts.resolved[iface.name]
         ops.append(cfg)
-        if not kernel:
-            ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
         first = iface is profile.interfaces[0]
         if first and facts.ns_exists:
             ops.append(LinkUp(ns=ns, ifname="lo"))
-        lines = ["link set lo up"] if first and not facts.ns_exists else []
-        for addr in iface.addresses:
-            lines.append(f"address add {addr.with_prefixlen} dev {ifname}")
-        lines.append(f"link set dev {ifname} mtu {facts.mtus[iface.name]} up")
-        lines.extend(routes_for(iface, ifname))
-        ops.append(IpCommands(ns=ns, lines=lines))
+        ops.append(
+            ConfigureLink(
+                ns=ns,
+                ifname=ifname,
+                addresses=[a.with_prefixlen for a in iface.addresses],
+                mtu=facts.mtus[iface.name],
+                routes=routes_for(iface),
+                lo_up=first and not facts.ns_exists,
+            )
+        )
     # issue 5: the profile's [[forward]]s and allow_host, once the tunnel is up
     if profile.forwards or profile.allow_host:  # else wgns.forward need not even be imported
         from wgns import forward

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import subprocess
 import time
 
 # the C module: socket.py adds enum conversions and selectors (~3 ms) that resolving does not use
@@ -13,12 +10,12 @@ from _socket import AF_INET, EAI_AGAIN, SOCK_DGRAM, gaierror, getaddrinfo
 from ipaddress import ip_address
 
 from wgns.errors import WgnsError
+from wgns.frozen import replace
 from wgns.model import Endpoint, Interface, Peer
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
 
 DEFAULT_MTU = 1500
 WG_OVERHEAD = 80  # IPv6 (40) + UDP (8) + WireGuard (32): wg-quick's margin
@@ -77,34 +74,15 @@ def resolve_endpoints(iface: Interface, *, where: str | None) -> Interface:
     for p in iface.peers:
         if p.endpoint is not None and not _is_literal(p.endpoint.host):
             addr = resolve_host(p.endpoint.host, p.endpoint.port, where=where)
-            p = dataclasses.replace(p, endpoint=Endpoint(addr, p.endpoint.port))
+            p = replace(p, endpoint=Endpoint(addr, p.endpoint.port))
         peers.append(p)
-    return dataclasses.replace(iface, peers=tuple(peers))
-
-
-def _ip_json(lines: Sequence[str], *, where: str | None) -> list[list[dict[str, Any]]]:
-    """Run read-only `ip -j` commands in one process; one JSON document per command."""
-    argv = ["ip", "-j", "-force", "-b", "-"]
-    if where is not None:
-        argv[1:1] = ["-n", where]
-    proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
-    docs: list[list[dict[str, Any]]] = []
-    dec = json.JSONDecoder()
-    text = proc.stdout
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            break
-        doc, pos = dec.raw_decode(text, pos)
-        docs.append(doc)
-    return docs
+    return replace(iface, peers=tuple(peers))
 
 
 def mtus_for(ifaces: Sequence[Interface], *, where: str | None) -> dict[str, int]:
     """wg-quick's MTU rule for interfaces without MTU=: the largest MTU of the links the
-    endpoints are routed over (else of the default route's link, else 1500), minus 80."""
+    endpoints are routed over (else of the default route's link, else 1500), minus 80.
+    Asked over netlink (wgns.rtnl) in WHERE, the namespace the tunnel's packets leave from."""
     out: dict[str, int] = {}
     need = [i for i in ifaces if i.mtu is None]
     for i in ifaces:
@@ -112,21 +90,25 @@ def mtus_for(ifaces: Sequence[Interface], *, where: str | None) -> dict[str, int
             out[i.name] = i.mtu
     if not need:
         return out
-    endpoints = sorted({p.endpoint.host for i in need for p in i.peers if p.endpoint})
-    lines = ["link show"] + [f"route get {e}" for e in endpoints] + ["route show default"]
-    docs = _ip_json(lines, where=where)
-    links = {link["ifname"]: int(link.get("mtu", 0)) for link in (docs[0] if docs else [])}
-    routes: dict[str, dict[str, Any]] = {}
-    for e, doc in zip(endpoints, docs[1 : 1 + len(endpoints)], strict=False):
-        if doc:
-            routes[e] = doc[0]
-    default = docs[1 + len(endpoints)] if len(docs) > 1 + len(endpoints) else []
+    from wgns import rtnl
 
-    def route_mtu(r: dict[str, Any]) -> int:
-        for metric in r.get("metrics") or []:
-            if isinstance(metric, dict) and "mtu" in metric:
-                return int(metric["mtu"])
-        return links.get(str(r.get("dev", "")), 0)
+    endpoints = sorted({p.endpoint.host for i in need for p in i.peers if p.endpoint})
+    routes: dict[str, tuple[str | None, int | None]] = {}
+    try:
+        with rtnl.Rtnl(where) as nl:
+            links = nl.link_mtus()
+            for e in endpoints:
+                try:
+                    routes[e] = nl.route_get(e)
+                except OSError:  # unreachable from here now: the default route's link decides
+                    continue
+            default = nl.default_routes()
+    except OSError as e:
+        raise WgnsError(f"cannot read routes{' in ' + where if where else ''}: {e}") from None
+
+    def route_mtu(route: tuple[str | None, int | None]) -> int:
+        dev, metric = route
+        return metric if metric else links.get(dev or "", 0)
 
     for i in need:
         mtu = 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
 import binascii  # not base64, a wrapper that imports struct too
-from dataclasses import dataclass
 
 from wgns.errors import WgnsError
+from wgns.frozen import frozen
 from wgns.ops import run
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from wgns.model import Interface
 
 
-@dataclass(frozen=True)
+@frozen
 class PeerState:
     public_key: str
     endpoint: str | None
@@ -27,7 +27,7 @@ class PeerState:
     has_preshared_key: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class DeviceState:
     public_key: str
     listen_port: int

@@ -8,9 +8,9 @@ with surrogateescape) because wg-quick runs with LC_ALL=C and passes any byte th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from wgns import config
@@ -35,7 +35,7 @@ def register(
 
 def run_strip(args: argparse.Namespace) -> int:
     path = config.resolve_profile_path(args.file)
-    if path.suffix == ".toml":
+    if os.path.splitext(path)[1] == ".toml":
         raise ConfigError(
             "is a TOML profile; strip works on wg-quick .conf files",
             path=path,
@@ -50,8 +50,9 @@ def run_strip(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: Path) -> bytes:
+def _read(path: str) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", path=path) from None

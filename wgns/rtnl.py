@@ -1,0 +1,478 @@
+"""A small rtnetlink (NETLINK_ROUTE) client: the few `ip` commands `wgns up` runs, in-process.
+
+Each `ip` invocation is a fork+exec of a program that then opens a netlink socket; here a socket
+is opened once per namespace and each command is one request and its ACK. The requests are the
+ones iproute2 6.1 sends for the same command lines (read with strace; links are addressed by
+name, see Rtnl._link), so the kernel ends up in the same state: tests/test_rtnl.py makes the
+changes both ways in twin namespaces and compares what `ip -d -j` reports.
+
+Measured inside a test sandbox (Python 3.11, Linux 6.18, medians): a no-op `link set lo up` is
+1.4 ms as an `ip -n NS -b -` process run from Python, 0.06 ms here, opening the socket in the
+namespace included; one interface's addresses, MTU, up and default routes (six `ip -b` lines)
+2.0 ms against 0.5 ms. Moving a link to another namespace is ~30 ms of kernel time (RCU grace
+periods) either way. Importing this module costs ~1 ms over a bare interpreter's `os`.
+
+Built on the C modules ``_socket`` and ``_struct``: ``socket`` imports enum and selectors and
+``struct`` is a wrapper; the two cost ~7 ms of start-up, more than the module saves.
+"""
+
+from __future__ import annotations
+
+import _socket
+import _struct
+import errno
+import os
+
+# linux/netlink.h
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x01
+NLM_F_ACK = 0x04
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP = 0x300
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+NLM_F_CAPPED = 0x100  # in an NLMSG_ERROR: only the header of the request is echoed
+NLM_F_ACK_TLVS = 0x200  # in an NLMSG_ERROR: extended-ACK attributes follow
+NLMSGERR_ATTR_MSG = 1
+SOL_NETLINK = 270  # not in Python's _socket
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+
+# linux/rtnetlink.h
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTM_NEWADDR = 20
+RTM_NEWROUTE = 24
+RTM_GETROUTE = 26
+RTA_DST = 1
+RTA_OIF = 4
+RTA_METRICS = 8
+RTA_MULTIPATH = 9
+RTA_TABLE = 15
+RTAX_MTU = 2
+RT_TABLE_UNSPEC = 0
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+RTN_UNICAST = 1
+RTM_F_CLONED = 0x200
+RTM_F_LOOKUP_TABLE = 0x1000
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+
+# linux/if_link.h, linux/if.h, linux/if_addr.h
+IFLA_IFNAME = 3
+IFLA_MTU = 4
+IFLA_NET_NS_FD = 28
+IFLA_EXT_MASK = 29
+IFF_UP = 0x1
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFNAMSIZ = 16
+
+AF_UNSPEC = 0
+AF_INET = _socket.AF_INET
+AF_INET6 = _socket.AF_INET6
+
+_NLMSGHDR = _struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_IFINFOMSG = _struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = _struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTMSG = _struct.Struct("=BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type, flags
+_RTNEXTHOP = _struct.Struct("=HBBi")  # len, flags, hops, ifindex
+_RTATTR = _struct.Struct("=HH")  # len, type
+_U32 = _struct.Struct("=I")
+_I32 = _struct.Struct("=i")
+_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+# The kernel sends a dump in datagrams of at most 32 KiB unless one message needs more; a
+# bigger datagram is measured with MSG_PEEK|MSG_TRUNC first, as iproute2 does, so none is cut.
+_BUFSIZE = 64 * 1024
+_PEEK = bytearray(1)  # not 0 bytes: Python's recv_into() returns 0 for those without a recv()
+_DUMP_ATTEMPTS = 5
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return _RTATTR.pack(n, kind) + data + bytes(-n % 4)
+
+
+def _u32_attr(kind: int, value: int) -> bytes:
+    return _attr(kind, _U32.pack(value))
+
+
+def _attrs(msg: bytes, start: int) -> dict[int, bytes]:
+    """The attributes of MSG from offset START (the last one wins for a repeated type)."""
+    found: dict[int, bytes] = {}
+    end = len(msg)
+    while start + 4 <= end:
+        n, kind = _RTATTR.unpack_from(msg, start)
+        if n < 4 or start + n > end:
+            break
+        found[kind & _NLA_TYPE_MASK] = msg[start + 4 : start + n]
+        start += (n + 3) & ~3
+    return found
+
+
+def _cstr(data: bytes) -> str:
+    return os.fsdecode(data.split(b"\0", 1)[0])
+
+
+def _u32(data: bytes | None) -> int | None:
+    return None if data is None or len(data) < 4 else int(_U32.unpack_from(data)[0])
+
+
+def _ifname(name: str) -> bytes:
+    raw = os.fsencode(name)
+    if not 0 < len(raw) < IFNAMSIZ or b"\0" in raw:
+        raise ValueError(f"invalid interface name {name!r}")
+    return raw + b"\0"
+
+
+def _parse(text: str, what: str) -> tuple[int, bytes, int]:
+    """ADDR[/PLEN] as (family, address bytes, prefix length); a missing PLEN is a host's."""
+    addr, slash, plen = text.partition("/")
+    family = AF_INET6 if ":" in addr else AF_INET
+    try:
+        raw = _socket.inet_pton(family, addr)
+    except (OSError, ValueError):  # ValueError: an embedded NUL, or not ASCII
+        raise ValueError(f"invalid {what} {text!r}") from None
+    bits = 8 * len(raw)
+    if not slash:
+        return family, raw, bits
+    if not (plen.isascii() and plen.isdigit() and int(plen) <= bits):
+        raise ValueError(f"invalid {what} {text!r}")
+    return family, raw, int(plen)
+
+
+def _check_u32(name: str, value: int) -> int:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{name} {value} out of range")
+    return value
+
+
+def _error(err: int, what: str, detail: str = "") -> OSError:
+    # OSError picks the subclass from the number: EEXIST gives a FileExistsError, and so on
+    message = f"RTNETLINK: {what}: {os.strerror(err)}"
+    if detail:
+        message += f" ({detail})"
+    return OSError(err, message)
+
+
+def _ack_detail(msg: bytes, flags: int) -> str:
+    """The kernel's extended-ACK message in an NLMSG_ERROR (e.g. "Invalid prefix ...")."""
+    if not flags & NLM_F_ACK_TLVS or len(msg) < 36:
+        return ""
+    echoed = 16 if flags & NLM_F_CAPPED else _U32.unpack_from(msg, 20)[0]
+    start = 20 + ((echoed + 3) & ~3)
+    text = _attrs(msg, start).get(NLMSGERR_ATTR_MSG)
+    return _cstr(text) if text else ""
+
+
+def _route_oif(attrs: dict[int, bytes]) -> int | None:
+    """The route's output interface; for a multipath route its first hop's, which is the
+    `dev` that wg-quick's pattern finds first in `ip route` output."""
+    oif = _u32(attrs.get(RTA_OIF))
+    hops = attrs.get(RTA_MULTIPATH)
+    if oif is None and hops is not None and len(hops) >= _RTNEXTHOP.size:
+        oif = int(_RTNEXTHOP.unpack_from(hops)[3])
+    return oif
+
+
+def _route_mtu(attrs: dict[int, bytes]) -> int | None:
+    metrics = attrs.get(RTA_METRICS)
+    return None if metrics is None else _u32(_attrs(metrics, 0).get(RTAX_MTU))
+
+
+def _open_socket() -> _socket.socket:
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+    try:
+        for option in (NETLINK_EXT_ACK, NETLINK_CAP_ACK):
+            try:
+                sock.setsockopt(SOL_NETLINK, option, 1)
+            except OSError as e:  # kernels before 4.3 / 4.12: plain errors, whole echoes
+                if e.errno != errno.ENOPROTOOPT:
+                    raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Rtnl:
+    """One NETLINK_ROUTE socket, bound to the network namespace it was opened in.
+
+    ``ns`` is a name under /run/netns, entered only while the socket is created (a netlink
+    socket belongs to the namespace it was created in, whatever the thread does later); None
+    is the calling thread's namespace. Use as a context manager, or call :meth:`close`.
+
+    Kernel errors raise OSError with the kernel's errno and a message that names the
+    operation, e.g. ``RTNETLINK: add address 198.19.0.2/32 dev wg0: File exists``; malformed
+    addresses, prefixes or names raise ValueError before anything is sent."""
+
+    def __init__(self, ns: str | None = None) -> None:
+        if ns is None:
+            self._sock = _open_socket()
+        else:
+            from wgns import netns  # imported here: not needed for the caller's own namespace
+
+            with netns.entered(ns):
+                self._sock = _open_socket()
+        self._seq = 0
+        self._dumping: int | None = None  # the sequence number of a dump not read to its end
+        self._buf = bytearray(_BUFSIZE)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ changes
+
+    def move_link(self, ifname: str, ns: str) -> None:
+        """`ip link set IFNAME netns NS`."""
+        from wgns import netns
+
+        fd = os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._link(
+                RTM_NEWLINK, ifname, _u32_attr(IFLA_NET_NS_FD, fd), f"set dev {ifname} netns {ns}"
+            )
+        finally:
+            os.close(fd)
+
+    def add_address(self, ifname: str, address: str) -> None:
+        """`ip address add ADDRESS dev IFNAME` (ADDRESS as "198.19.0.2/32", "2001:db8::2/128")."""
+        family, raw, plen = _parse(address, "address")
+        what = f"add address {address} dev {ifname}"
+        index = self._index(ifname, what)
+        # iproute2's default_scope(): host for 127/8, universe for everything else
+        scope = RT_SCOPE_HOST if family == AF_INET and raw[0] == 127 else RT_SCOPE_UNIVERSE
+        # with no `peer`, iproute2 sends the address as IFA_ADDRESS too (the kernel would copy
+        # it anyway); sent the same way so that nothing depends on that copy
+        body = (
+            _IFADDRMSG.pack(family, plen, 0, scope, index)
+            + _attr(IFA_LOCAL, raw)
+            + _attr(IFA_ADDRESS, raw)
+        )
+        self._request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, what)
+
+    def set_link(self, ifname: str, *, up: bool | None = None, mtu: int | None = None) -> None:
+        """`ip link set dev IFNAME [mtu MTU] [up|down]` (None: leave as it is)."""
+        what = f"set dev {ifname}"
+        attrs = b""
+        if mtu is not None:
+            attrs = _u32_attr(IFLA_MTU, _check_u32("mtu", mtu))
+            what += f" mtu {mtu}"
+        flags = change = 0
+        if up is not None:
+            change = IFF_UP
+            flags = IFF_UP if up else 0
+            what += " up" if up else " down"
+        self._link(RTM_NEWLINK, ifname, attrs, what, flags=flags, change=change)
+
+    def replace_route(self, prefix: str, ifname: str, *, table: int | None = None) -> None:
+        """`ip route replace PREFIX dev IFNAME [table TABLE]` (None: the main table)."""
+        family, raw, plen = _parse(prefix, "prefix")
+        what = f"replace route {prefix} dev {ifname}"
+        if table is not None:
+            what += f" table {table}"
+        tid = RT_TABLE_MAIN if table is None else _check_u32("table", table)
+        index = self._index(ifname, what)
+        # iproute_modify() without a gateway: link scope for IPv4, universe for IPv6 (whose
+        # routes have no scope); the table id in the header while it fits a byte
+        scope = RT_SCOPE_UNIVERSE if family == AF_INET6 else RT_SCOPE_LINK
+        body = _RTMSG.pack(
+            family,
+            plen,
+            0,
+            0,
+            tid if tid < 256 else RT_TABLE_UNSPEC,
+            RTPROT_BOOT,
+            scope,
+            RTN_UNICAST,
+            0,
+        )
+        body += _attr(RTA_DST, raw)  # also for /0, as iproute2 does for a written-out prefix
+        if tid >= 256:
+            body += _u32_attr(RTA_TABLE, tid)
+        body += _u32_attr(RTA_OIF, index)
+        self._request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, what)
+
+    def del_link(self, ifname: str) -> bool:
+        """`ip link del IFNAME`. False when there is no such link."""
+        try:
+            self._link(RTM_DELLINK, ifname, b"", f"delete dev {ifname}")
+        except OSError as e:
+            if e.errno == errno.ENODEV:
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ lookups
+
+    def index(self, ifname: str) -> int:
+        """The ifindex of IFNAME; OSError(ENODEV) when there is no such link."""
+        return self._index(ifname, f"find dev {ifname}")
+
+    def link_mtus(self) -> dict[str, int]:
+        """Every link's MTU, by name (`ip link show`)."""
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0)
+        body += _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        mtus: dict[str, int] = {}
+        for msg in self._dump(RTM_GETLINK, body, "list links"):
+            attrs = _attrs(msg, 16 + _IFINFOMSG.size)
+            name = attrs.get(IFLA_IFNAME)
+            mtu = _u32(attrs.get(IFLA_MTU))
+            if name is not None and mtu is not None:
+                mtus[_cstr(name)] = mtu
+        return mtus
+
+    def route_get(self, address: str) -> tuple[str | None, int | None]:
+        """`ip route get ADDRESS`: the outgoing link's name and the route's MTU metric (None
+        where the route has none). An unroutable address raises OSError (ENETUNREACH, ...)."""
+        family, raw, plen = _parse(address, "address")
+        # RTM_F_LOOKUP_TABLE as iproute2 sends it: the reply names the table that matched
+        body = _RTMSG.pack(family, plen, 0, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE)
+        body += _attr(RTA_DST, raw)
+        for msg in self._request(RTM_GETROUTE, 0, body, f"route get {address}"):
+            attrs = _attrs(msg, 16 + _RTMSG.size)
+            return self._name(_route_oif(attrs)), _route_mtu(attrs)
+        return None, None
+
+    def default_routes(self) -> list[tuple[str | None, int | None]]:
+        """`ip route show default`: the IPv4 default routes of the main table, in the kernel's
+        order, as (link name, MTU metric) pairs."""
+        body = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        found: list[tuple[int | None, int | None]] = []
+        for msg in self._dump(RTM_GETROUTE, body, "list routes"):
+            _family, dst_len, _src, _tos, table, _p, _s, _t, flags = _RTMSG.unpack_from(msg, 16)
+            attrs = _attrs(msg, 16 + _RTMSG.size)
+            table = _u32(attrs.get(RTA_TABLE)) or table
+            if dst_len == 0 and table == RT_TABLE_MAIN and not flags & RTM_F_CLONED:
+                found.append((_route_oif(attrs), _route_mtu(attrs)))
+        return [(self._name(oif), mtu) for oif, mtu in found]
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _link(
+        self, kind: int, ifname: str, attrs: bytes, what: str, *, flags: int = 0, change: int = 0
+    ) -> None:
+        # Addressed by IFLA_IFNAME, not by an index looked up first (iproute2's two steps): the
+        # kernel resolves the name itself, in one round trip and with no window between them
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, flags, change) + _attr(IFLA_IFNAME, _ifname(ifname))
+        self._request(kind, 0, body + attrs, what)
+
+    def _index(self, ifname: str, what: str) -> int:
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _ifname(ifname))
+        body += _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        for msg in self._request(RTM_GETLINK, 0, body, what):
+            return int(_IFINFOMSG.unpack_from(msg, 16)[2])
+        raise _error(errno.ENODEV, what)
+
+    def _name(self, index: int | None) -> str | None:
+        if not index:
+            return None
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, index, 0, 0)
+        body += _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        try:
+            replies = self._request(RTM_GETLINK, 0, body, f"find link {index}")
+        except OSError as e:
+            if e.errno == errno.ENODEV:  # gone since the route named it
+                return None
+            raise
+        for msg in replies:
+            name = _attrs(msg, 16 + _IFINFOMSG.size).get(IFLA_IFNAME)
+            if name is not None:
+                return _cstr(name)
+        return None
+
+    def _send(self, kind: int, flags: int, body: bytes) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self._sock.send(_NLMSGHDR.pack(16 + len(body), kind, flags, self._seq, 0) + body)
+        return self._seq
+
+    def _request(self, kind: int, flags: int, body: bytes, what: str) -> list[bytes]:
+        """Send one request with NLM_F_ACK; the replies that came before the ACK."""
+        seq = self._send(kind, NLM_F_REQUEST | NLM_F_ACK | flags, body)
+        return self._replies(seq, what)[0]
+
+    def _dump(self, kind: int, body: bytes, what: str) -> list[bytes]:
+        """A dump request's messages, up to NLMSG_DONE, redone when the kernel says it was
+        interrupted (a change during the dump: the parts may not fit together)."""
+        if self._dumping is not None:
+            self._finish_abandoned_dump()
+        for _ in range(_DUMP_ATTEMPTS):
+            seq = self._send(kind, NLM_F_REQUEST | NLM_F_DUMP, body)
+            self._dumping = seq
+            messages, interrupted = self._replies(seq, what)
+            if not interrupted:
+                return messages
+        raise _error(errno.EINTR, what, "the dump kept changing")
+
+    def _finish_abandoned_dump(self) -> None:
+        """Read to its end a dump abandoned half-way (an exception while it was read): the
+        kernel refuses another dump on the socket (EBUSY) until then.
+
+        Without waiting: the kernel queues a dump's next part inside the recv() that takes
+        the last one, so an empty queue means there is no more of it (which also covers a
+        final part that was received but lost to the exception)."""
+        while self._dumping is not None:
+            try:
+                messages = self._receive(_socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._dumping = None
+                break
+            for msg_type, _flags, msg_seq, _msg in messages:
+                if msg_type in (NLMSG_ERROR, NLMSG_DONE) and msg_seq == self._dumping:
+                    self._dumping = None
+
+    def _replies(self, seq: int, what: str) -> tuple[list[bytes], bool]:
+        """The messages answering request SEQ up to its final NLMSG_ERROR (an ACK) or
+        NLMSG_DONE, and whether one was flagged NLM_F_DUMP_INTR; a kernel error is raised.
+        The rest of an abandoned dump, read meanwhile, is told apart by its sequence number."""
+        messages: list[bytes] = []
+        interrupted = False
+        while True:
+            for msg_type, flags, msg_seq, msg in self._receive():
+                final = msg_type in (NLMSG_ERROR, NLMSG_DONE)
+                if final and msg_seq == self._dumping:
+                    self._dumping = None
+                if msg_seq != seq or msg_type == NLMSG_NOOP:
+                    continue
+                interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+                if final:
+                    err = _I32.unpack_from(msg, 16)[0] if len(msg) >= 20 else 0
+                    if err < 0:
+                        raise _error(-err, what, _ack_detail(msg, flags))
+                    return messages, interrupted
+                messages.append(msg)
+
+    def _receive(self, flags: int = 0) -> list[tuple[int, int, int, bytes]]:
+        """The messages of the next datagram from the kernel (another sender's are dropped)."""
+        while True:
+            peek = flags | _socket.MSG_PEEK | _socket.MSG_TRUNC
+            size = self._sock.recv_into(_PEEK, 1, peek)
+            if size > len(self._buf):
+                self._buf = bytearray(size)
+            n, (sender, _groups) = self._sock.recvfrom_into(self._buf, 0, flags)
+            if sender == 0:
+                break
+        buf = self._buf
+        messages = []
+        offset = 0
+        while offset + 16 <= n:
+            length, msg_type, msg_flags, msg_seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+            if length < 16 or offset + length > n:
+                raise OSError(errno.EBADMSG, f"RTNETLINK: malformed reply ({length} of {n} bytes)")
+            messages.append((msg_type, msg_flags, msg_seq, bytes(buf[offset : offset + length])))
+            offset += (length + 3) & ~3
+        return messages
