@@ -34,7 +34,7 @@ from wgns.sim import build_provider  # noqa: E402
 NS = "bench"
 UID = GID = 4000
 #: What `wgns exec` imports before it starts working (see `python3 -X importtime`).
-EXEC_IMPORTS = "import wgns.cli, wgns.commands.exec, wgns.execns, _json"
+EXEC_IMPORTS = "import wgns.commands.exec, wgns.execns, _json"  # as the launcher does
 
 
 def launcher_interpreter(launcher: str | None) -> str | None:

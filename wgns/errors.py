@@ -103,7 +103,7 @@ def leave(rc: int) -> NoReturn:
 
     wgns registers no atexit work and leaves no threads behind; finalising the ~70 modules a
     command imported costs ~9 ms, a sixth of a `wgns down`."""
-    import os
+    import posix
     import sys
 
     try:
@@ -113,4 +113,4 @@ def leave(rc: int) -> NoReturn:
     try:
         sys.stderr.flush()
     finally:
-        os._exit(rc)
+        posix._exit(rc)

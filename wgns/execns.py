@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (no stub; signal's C half)
 import errno
-import os
+import posix
 import pwd
-import stat
 import sys
+from _stat import S_ISDIR, S_ISLNK  # stat.py is a wrapper of this C module
 
-from wgns import libc, netns, state
+from wgns import libc, netns, paths, state
 from wgns.errors import WgnsError, suppress
 
 # Every import here is paid by every wrapped command: no contextlib, ctypes (wgns.libc instead),
@@ -179,7 +179,7 @@ def resolve_target(
     logged in as root). The environment is trusted only when the caller is root (sudo and
     pkexec set those variables; anyone else could merely forge them).
     """
-    caller = os.getuid() if caller_uid is None else caller_uid
+    caller = posix.getuid() if caller_uid is None else caller_uid
     pw: pwd.struct_passwd | None
     gid: int | None = None
     if user is not None:
@@ -206,12 +206,12 @@ def resolve_target(
     else:
         uid = caller
         pw = _pw_by_uid(uid)
-        gid = os.getgid()
+        gid = posix.getgid()
     if pw is not None:
         if gid is None:
             gid = pw.pw_gid
         try:
-            groups = tuple(os.getgrouplist(pw.pw_name, gid))
+            groups = tuple(posix.getgrouplist(pw.pw_name, gid))
         except OSError:
             groups = (gid,)
         return Target(
@@ -284,12 +284,12 @@ def initial_environment() -> dict[str, str]:
         with open("/proc/self/environ", "rb") as f:
             raw = f.read()
     except OSError:
-        return dict(os.environ)
+        return {paths.fsdecode(k): paths.fsdecode(v) for k, v in posix.environ.items()}
     env: dict[str, str] = {}
     for item in raw.split(b"\0"):
         name, sep, value = item.partition(b"=")
         if sep and name:
-            env.setdefault(os.fsdecode(name), os.fsdecode(value))
+            env.setdefault(paths.fsdecode(name), paths.fsdecode(value))
     return env
 
 
@@ -331,11 +331,11 @@ _ST_RDONLY = 1
 
 def mount_on_link(source: str, link: str) -> None:
     """Mount a clone of SOURCE on the symlink LINK itself (the link is not followed)."""
-    fd = libc.open_tree(source, _OPEN_TREE_CLONE | os.O_CLOEXEC)
+    fd = libc.open_tree(source, _OPEN_TREE_CLONE | posix.O_CLOEXEC)
     try:
         libc.move_mount_fd(fd, link, _MOVE_MOUNT_F_EMPTY_PATH)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def clear_capabilities() -> None:
@@ -379,7 +379,7 @@ def check_ready(ns: str) -> None:
         raise WgnsError(f"namespace {ns} is not up", hint=f"see `wgns status {ns}`")
     etc_dir = netns.etc_dir_of(ns)
     for name in REQUIRED_ETC_FILES:
-        if not os.path.isfile(f"{etc_dir}/{name}"):
+        if not paths.isfile(f"{etc_dir}/{name}"):
             raise WgnsError(
                 f"{etc_dir}/{name} is missing: refusing to run with the host's name service",
                 hint=f"`wgns down {ns}` and `wgns up` again rewrite it",
@@ -394,10 +394,10 @@ def hide_backdoors(dirs: Sequence[str] = BACKDOOR_DIRS) -> list[str]:
     found: dict[tuple[int, int], str] = {}
     for d in dirs:
         try:
-            st = os.stat(d)
+            st = posix.stat(d)
         except OSError:
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if S_ISDIR(st.st_mode):
             found.setdefault((st.st_dev, st.st_ino), d)
     flags = _MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV | netns.MS_NOEXEC
     for d in found.values():
@@ -409,16 +409,16 @@ def bind_etc(etc_dir: str, etc: str = "/etc") -> str:
     """Show every entry of ETC_DIR at ETC/<entry>; returns how: "bind" or "overlay".
 
     Call inside a private mount namespace."""
-    names = sorted(os.listdir(etc_dir))
+    names = sorted(posix.listdir(etc_dir))
     plan: list[tuple[str, str, bool]] = []  # (source, target, target is a symlink)
     for name in names:
-        target = os.path.join(etc, name)
+        target = paths.join(etc, name)
         try:
-            st = os.lstat(target)
+            st = posix.lstat(target)
         except FileNotFoundError:
             overlay_etc(etc_dir, etc)  # nothing to mount on: /etc itself gets a layer
             return "overlay"
-        plan.append((os.path.join(etc_dir, name), target, stat.S_ISLNK(st.st_mode)))
+        plan.append((paths.join(etc_dir, name), target, S_ISLNK(st.st_mode)))
     for source, target, is_link in plan:
         if not is_link:
             netns.mount(source, target, None, netns.MS_BIND)
@@ -439,12 +439,12 @@ def overlay_etc(etc_dir: str, etc: str = "/etc") -> None:
     copied onto a tmpfs mounted over ETC_DIR itself (in this mount namespace only)."""
     import shutil  # only here: it is slow to import and rarely needed
 
-    src = os.open(etc_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    src = posix.open(etc_dir, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         netns.mount("tmpfs", etc_dir, "tmpfs", netns.MS_NOSUID | netns.MS_NODEV, "mode=0755")
         shutil.copytree(f"/proc/self/fd/{src}", etc_dir, symlinks=True, dirs_exist_ok=True)
     finally:
-        os.close(src)
+        posix.close(src)
     try:
         netns.mount("overlay", etc, "overlay", _MS_RDONLY, f"lowerdir={etc_dir}:{etc}")
     except OSError as e:
@@ -463,7 +463,7 @@ def remount_sys() -> None:
     except OSError:
         # nothing to unmount, or it is busy: a read-only /sys cannot be covered read-write
         with suppress(OSError):
-            if os.statvfs("/sys").f_flag & _ST_RDONLY:
+            if posix.statvfs("/sys").f_flag & _ST_RDONLY:
                 flags |= _MS_RDONLY
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
@@ -472,16 +472,16 @@ def enter(ns: str) -> None:
     """Move the calling process into NS's network namespace and a private view of the files.
 
     The process must be single-threaded and root. Irreversible: call only before exec."""
-    fd = os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
+    fd = posix.open(netns.path_of(ns), posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         netns.setns(fd, netns.CLONE_NEWNET)
     finally:
-        os.close(fd)
+        posix.close(fd)
     netns.unshare(netns.CLONE_NEWNS)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_SLAVE)
     hide_backdoors()
     etc_dir = str(netns.etc_dir_of(ns))
-    if os.path.isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
+    if paths.isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
         bind_etc(etc_dir)
     remount_sys()
 
@@ -493,12 +493,12 @@ def call_in_view(ns: str, fn: Callable[[], str]) -> str:
     For what wgns itself runs in a named namespace, the PreUp/PostUp hooks and endpoint lookups:
     a setns(2) of the network alone would leave them the host's resolv.conf and nscd. A WgnsError
     raised by FN is raised here again; any other failure becomes one."""
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    rfd, wfd = posix.pipe2(posix.O_CLOEXEC)
+    pid = posix.fork()
     if pid == 0:  # the child: report through the pipe, never return into the caller's code
         status = 1
         try:
-            os.close(rfd)
+            posix.close(rfd)
             try:
                 enter(ns)
                 reply = "ok\0" + fn()
@@ -509,17 +509,17 @@ def call_in_view(ns: str, fn: Callable[[], str]) -> str:
                 reply = f"error\0cannot work inside {ns}: {e}\0"
             data = reply.encode()
             while data:
-                data = data[os.write(wfd, data) :]
+                data = data[posix.write(wfd, data) :]
         finally:
-            os._exit(status)
-    os.close(wfd)
+            posix._exit(status)
+    posix.close(wfd)
     try:
         chunks = []
-        while chunk := os.read(rfd, 65536):
+        while chunk := posix.read(rfd, 65536):
             chunks.append(chunk)
     finally:
-        os.close(rfd)
-        os.waitpid(pid, 0)
+        posix.close(rfd)
+        posix.waitpid(pid, 0)
     kind, _, rest = b"".join(chunks).decode().partition("\0")
     if kind == "ok":
         return rest
@@ -532,9 +532,9 @@ def call_in_view(ns: str, fn: Callable[[], str]) -> str:
 
 def drop_privileges(target: Target) -> None:
     """Become TARGET for good: groups, gid, uid; then no capabilities unless TARGET is root."""
-    os.setgroups(list(target.groups))
-    os.setresgid(target.gid, target.gid, target.gid)
-    os.setresuid(target.uid, target.uid, target.uid)
+    posix.setgroups(list(target.groups))
+    posix.setresgid(target.gid, target.gid, target.gid)
+    posix.setresuid(target.uid, target.uid, target.uid)
     if target.uid == 0:
         return  # root keeps root's capabilities, as under sudo
     clear_capabilities()
@@ -548,12 +548,12 @@ def _execve(path: str, argv: list[str], env: dict[str, str]) -> OSError:
     """execve(2), and for a file without #! line (ENOEXEC) /bin/sh FILE, as execvp(3) and sudo
     do. Returns the error when it does not work."""
     try:
-        os.execve(path, argv, env)
+        posix.execve(path, argv, env)
     except OSError as e:
         if e.errno != errno.ENOEXEC:
             return e
     try:
-        os.execve("/bin/sh", ["sh", path, *argv[1:]], env)
+        posix.execve("/bin/sh", ["sh", path, *argv[1:]], env)
     except OSError as e:
         return e
 
@@ -575,7 +575,7 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
         candidates = [name]
     else:
         path = environ.get("PATH", DEFAULT_PATH)
-        candidates = [os.path.join(d or ".", name) for d in path.split(":")] if name else []
+        candidates = [paths.join(d or ".", name) for d in path.split(":")] if name else []
     failure: OSError | None = None
     for candidate in candidates:
         err = _execve(candidate, args, environ)
@@ -583,7 +583,7 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
             continue
         if err.errno == errno.EACCES and "/" not in name:
             try:
-                os.stat(candidate)
+                posix.stat(candidate)
             except OSError:
                 continue  # a PATH directory the user cannot search: not found there
         failure = failure or err
@@ -609,7 +609,7 @@ def run(
         raise WgnsError("no command to run")
     environ = initial_environment() if environ is None else environ
     netns.validate_name(ns)
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         raise WgnsError("wgns exec needs root", hint="run it with sudo")
     inside = True
     if if_up:
@@ -624,7 +624,7 @@ def run(
         argv = [target.shell]
     env = child_environment(environ, target, ns if inside else None)
     try:
-        cwd: str | None = os.getcwd()
+        cwd: str | None = posix.getcwd()
     except OSError:
         cwd = None
     if inside:
@@ -634,6 +634,6 @@ def run(
             raise WgnsError(f"cannot enter namespace {ns}: {e}") from e
         if cwd is not None:
             with suppress(OSError):
-                os.chdir(cwd)  # the same path in the new view of the file system
+                posix.chdir(cwd)  # the same path in the new view of the file system
     drop_privileges(target)
     exec_command(argv, env)

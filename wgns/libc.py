@@ -11,8 +11,10 @@ and _SimpleCData argument types, so that each argument is passed with its C type
 from __future__ import annotations
 
 import _ctypes as _ctypes_module
-import os
+import posix
 import sys
+
+from wgns import paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ class _Function(_ctypes.CFuncPtr):
 class _Process:
     """The symbols already loaded in this process, as ctypes.CDLL(None) finds them."""
 
-    _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)
+    _handle = _ctypes.dlopen(None, posix.RTLD_LOCAL)
 
 
 def _function(name: str, restype: type, *argtypes: type) -> Callable[..., int]:
@@ -77,11 +79,11 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 def _fail(what: str) -> OSError:
     err = _ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}")
+    return OSError(err, f"{what}: {posix.strerror(err)}")
 
 
 def _encode(s: str | None) -> bytes | None:
-    return None if s is None else os.fsencode(s)
+    return None if s is None else paths.fsencode(s)
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -97,12 +99,12 @@ def unshare(flags: int) -> None:
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    if _mount(_encode(source), os.fsencode(target), _encode(fstype), flags, _encode(data)) != 0:
+    if _mount(_encode(source), paths.fsencode(target), _encode(fstype), flags, _encode(data)) != 0:
         raise _fail(f"mount {target}")
 
 
 def umount2(target: str, flags: int) -> None:
-    if _umount2(os.fsencode(target), flags) != 0:
+    if _umount2(paths.fsencode(target), flags) != 0:
         raise _fail(f"umount {target}")
 
 
@@ -121,7 +123,7 @@ def capset_empty() -> None:
 
 
 def open_tree(path: str, flags: int) -> int:
-    fd = _syscall_open_tree(SYS_OPEN_TREE, -100, os.fsencode(path), flags)  # -100: AT_FDCWD
+    fd = _syscall_open_tree(SYS_OPEN_TREE, -100, paths.fsencode(path), flags)  # -100: AT_FDCWD
     if fd < 0:
         raise _fail(f"open_tree {path}")
     return fd
@@ -129,5 +131,5 @@ def open_tree(path: str, flags: int) -> int:
 
 def move_mount_fd(fd: int, target: str, flags: int) -> None:
     """move_mount(2) of the detached tree FD onto TARGET (relative to the cwd)."""
-    if _syscall_move_mount(SYS_MOVE_MOUNT, fd, b"", -100, os.fsencode(target), flags) != 0:
+    if _syscall_move_mount(SYS_MOVE_MOUNT, fd, b"", -100, paths.fsencode(target), flags) != 0:
         raise _fail(f"move_mount {target}")

@@ -11,9 +11,9 @@ and always switches back, so it is safe to use from the main thread of a short-l
 from __future__ import annotations
 
 import errno
-import os
+import posix
 
-from wgns import libc
+from wgns import libc, paths
 from wgns.errors import ConfigError, WgnsError, suppress
 
 CLONE_NEWNS = 0x00020000
@@ -80,7 +80,7 @@ def etc_dir_of(name: str) -> str:
 def exists(name: str) -> bool:
     p = path_of(name)
     try:
-        return os.path.ismount(p)
+        return paths.ismount(p)
     except OSError:
         return False
 
@@ -88,16 +88,16 @@ def exists(name: str) -> bool:
 def inode_of(name: str | None) -> int:
     """The inode that identifies a network namespace (None: the caller's own)."""
     p = "/proc/thread-self/ns/net" if name is None else path_of(name)
-    return os.stat(p).st_ino
+    return posix.stat(p).st_ino
 
 
 def current_inode() -> int:
-    return os.stat("/proc/thread-self/ns/net").st_ino
+    return posix.stat("/proc/thread-self/ns/net").st_ino
 
 
 def list_names() -> list[str]:
     try:
-        return sorted(e.name for e in os.scandir(NETNS_RUN_DIR) if os.path.ismount(e.path))
+        return sorted(e.name for e in posix.scandir(NETNS_RUN_DIR) if paths.ismount(e.path))
     except FileNotFoundError:
         return []
 
@@ -105,7 +105,7 @@ def list_names() -> list[str]:
 def _share_run_dir() -> None:
     """Make /run/netns a shared mount, as iproute2 does, so that namespace bind mounts made
     here propagate to every mount namespace (and `ip netns exec` from elsewhere sees them)."""
-    os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
+    paths.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
     try:
         mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC)
     except OSError as e:
@@ -121,13 +121,15 @@ def add(name: str) -> None:
     namespace (made by this thread, which then returns home) bind-mounted on the file."""
     try:
         _share_run_dir()
-        fd = os.open(path_of(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
+        fd = posix.open(
+            path_of(name), posix.O_RDONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0
+        )
     except FileExistsError:
         raise WgnsError(f"cannot create namespace {name}: /run/netns/{name} exists") from None
     except OSError as e:
         raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
-    os.close(fd)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    posix.close(fd)
+    home = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         unshare(CLONE_NEWNET)
         try:
@@ -136,16 +138,16 @@ def add(name: str) -> None:
             setns(home, CLONE_NEWNET)
     except OSError as e:
         with suppress(OSError):
-            os.unlink(path_of(name))
+            posix.unlink(path_of(name))
         raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
     finally:
-        os.close(home)
+        posix.close(home)
 
 
 def delete(name: str) -> bool:
     """Remove /run/netns/NAME. Returns False when it was already gone."""
     p = path_of(name)
-    if not os.path.lexists(p):
+    if not paths.lexists(p):
         return False
     try:
         umount(p)
@@ -153,7 +155,7 @@ def delete(name: str) -> bool:
         if e.errno not in (errno.EINVAL, errno.ENOENT):
             raise
     with suppress(FileNotFoundError):
-        os.unlink(p)
+        posix.unlink(p)
     return True
 
 
@@ -169,17 +171,17 @@ class entered:  # lower case: used like the function it replaced, `with netns.en
     def __enter__(self) -> None:
         if self.name is None:
             return
-        target = os.open(path_of(self.name), os.O_RDONLY | os.O_CLOEXEC)
+        target = posix.open(path_of(self.name), posix.O_RDONLY | posix.O_CLOEXEC)
         try:
-            self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            self._home = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
             try:
                 setns(target, CLONE_NEWNET)
             except BaseException:
-                os.close(self._home)
+                posix.close(self._home)
                 self._home = -1
                 raise
         finally:
-            os.close(target)
+            posix.close(target)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._home < 0:
@@ -187,7 +189,7 @@ class entered:  # lower case: used like the function it replaced, `with netns.en
         try:
             setns(self._home, CLONE_NEWNET)
         finally:
-            os.close(self._home)
+            posix.close(self._home)
             self._home = -1
 
 
@@ -198,11 +200,11 @@ def pids_inside(name: str) -> list[int]:
     except OSError:
         return []
     found = []
-    for entry in os.scandir("/proc"):
+    for entry in posix.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{entry.name}/ns/net").st_ino == ino:
+            if posix.stat(f"/proc/{entry.name}/ns/net").st_ino == ino:
                 found.append(int(entry.name))
         except OSError:
             continue

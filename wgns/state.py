@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
+import posix
 import time
 
+from wgns import paths
 from wgns.errors import WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -102,21 +103,21 @@ def path_of(ns: str) -> str:
 
 
 def _ensure_dir() -> None:
-    os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+    paths.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
 
 
 def save(rec: Record) -> None:
     """Atomically replace the record (readers never see a half-written file)."""
     _ensure_dir()
     p = path_of(rec.ns)
-    tmp = f"{STATE_DIR}/.{rec.ns}.json.{os.getpid()}.tmp"
+    tmp = f"{STATE_DIR}/.{rec.ns}.json.{posix.getpid()}.tmp"
     data = _dump_json(rec.to_json())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data.encode())
+        posix.write(fd, data.encode())
     finally:
-        os.close(fd)
-    os.replace(tmp, p)
+        posix.close(fd)
+    posix.replace(tmp, p)
 
 
 class _JSONContext:
@@ -224,14 +225,14 @@ def load(ns: str) -> Record | None:
 
 def remove(ns: str) -> None:
     with suppress(FileNotFoundError):
-        os.unlink(path_of(ns))
+        posix.unlink(path_of(ns))
 
 
 def managed() -> list[str]:
     try:
         return sorted(
             e.name[: -len(".json")]
-            for e in os.scandir(STATE_DIR)
+            for e in posix.scandir(STATE_DIR)
             if e.name.endswith(".json") and not e.name.startswith(".")
         )
     except FileNotFoundError:
@@ -304,22 +305,22 @@ class locked:  # lower case: used like a function, `with state.locked(ns) as loc
         while True:
             _ensure_dir()
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = posix.open(self.path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC, 0o600)
             except FileNotFoundError:
                 continue  # /run/wgns was removed under us by a finishing `down`
             try:
                 self._flock(fd, deadline)
                 try:
-                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                    same = posix.stat(self.path).st_ino == posix.fstat(fd).st_ino
                 except FileNotFoundError:
                     same = False
             except BaseException:
-                os.close(fd)
+                posix.close(fd)
                 raise
             if same:
                 self._fd = fd
                 return self.handle
-            os.close(fd)  # we locked a file a finishing `down` had already unlinked
+            posix.close(fd)  # we locked a file a finishing `down` had already unlinked
 
     def _flock(self, fd: int, deadline: float) -> None:
         while True:
@@ -340,9 +341,9 @@ class locked:  # lower case: used like a function, `with state.locked(ns) as loc
         try:
             if self.handle.release_files:
                 with suppress(OSError):
-                    os.unlink(self.path)
+                    posix.unlink(self.path)
                 with suppress(OSError):
-                    os.rmdir(STATE_DIR)  # only when empty: other namespaces' files stay
+                    posix.rmdir(STATE_DIR)  # only when empty: other namespaces' files stay
         finally:
-            os.close(self._fd)
+            posix.close(self._fd)
             self._fd = -1
