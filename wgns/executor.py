@@ -7,7 +7,7 @@ what was done is rolled back, and nothing else.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from wgns import log, netns, state
 from wgns.errors import WgnsError
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def _fault_point() -> tuple[int, bool] | None:
     """Fault injection for the crash tests: WGNS_FAULT_KILL_AT=N kills this process with SIGKILL
     right before applying operation N (0-based), and N+ right after applying it."""
-    spec = os.environ.get("WGNS_FAULT_KILL_AT")
+    spec = posix.environ.get(b"WGNS_FAULT_KILL_AT", b"").decode()
     if not spec:
         return None
     return int(spec.rstrip("+")), spec.endswith("+")
@@ -61,14 +61,14 @@ class Executor:
         self._save()
         log.debug("[#] %s", op.describe())
         if self._fault == (index, False):
-            os.kill(os.getpid(), SIGKILL)
+            posix.kill(posix.getpid(), SIGKILL)
         op.apply()
         self._unfinished.append(op)
         if op.result != entry.get("result"):
             checkpoint()
         if self._fault == (index, True):
             self.settle()
-            os.kill(os.getpid(), SIGKILL)
+            posix.kill(posix.getpid(), SIGKILL)
 
     def apply_all(self, ops: Iterable[Op]) -> None:
         """Apply OPS in order; on any failure undo everything journaled, then re-raise."""

@@ -9,10 +9,10 @@ was never applied or was half applied, and anything that is already gone. Undo n
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import time
 
-from wgns import netns
+from wgns import netns, paths
 from wgns.errors import WgnsError, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -118,38 +118,40 @@ def stop_process(pid: int, starttime: int | None, *, grace: float = 2.0, wait: b
         return False  # the pid was reused by someone else's process
     if not wait:
         with suppress(ProcessLookupError):
-            os.kill(pid, SIGKILL)
+            posix.kill(pid, SIGKILL)
         with suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # our own child (a rolled-back `up`): reap it if it can
+            posix.waitpid(
+                pid, posix.WNOHANG
+            )  # our own child (a rolled-back `up`): reap it if it can
         return True
     # A pidfd wakes us the moment the process exits; polling /proc would oversleep.
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = posix.pidfd_open(pid)
     except ProcessLookupError:
         return True  # it exited since the check
     except OSError:  # no pidfds (Linux < 5.3, or a seccomp filter): poll /proc instead
         pidfd = -1
     with suppress(ProcessLookupError):
-        os.kill(pid, SIGTERM)
+        posix.kill(pid, SIGTERM)
     if pidfd >= 0:
         try:
             exited = _wait_exit(pidfd, grace)
         finally:
-            os.close(pidfd)
+            posix.close(pidfd)
         with suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # our own child (a rolled-back `up`): reap it
+            posix.waitpid(pid, posix.WNOHANG)  # our own child (a rolled-back `up`): reap it
         if exited:
             return True
     else:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+                posix.waitpid(pid, posix.WNOHANG)
             if proc_starttime(pid) is None or _is_zombie(pid):
                 return True
             time.sleep(0.005)
     with suppress(ProcessLookupError):
-        os.kill(pid, SIGKILL)
+        posix.kill(pid, SIGKILL)
     return True
 
 
@@ -322,8 +324,8 @@ class WriteNetnsFiles(Op):
 
     def prepare(self) -> None:
         d = netns.etc_dir_of(self.ns)
-        self.result["dir_created"] = not os.path.exists(d)
-        self.result["etc_netns_created"] = not os.path.exists(netns.NETNS_ETC_DIR)
+        self.result["dir_created"] = not paths.exists(d)
+        self.result["etc_netns_created"] = not paths.exists(netns.NETNS_ETC_DIR)
         prior: dict[str, str | None] = {}
         for name in self.files:
             try:
@@ -335,13 +337,13 @@ class WriteNetnsFiles(Op):
 
     def apply(self) -> None:
         d = netns.etc_dir_of(self.ns)
-        os.makedirs(d, exist_ok=True)
+        paths.makedirs(d, exist_ok=True)
         for name, content in self.files.items():
             tmp = f"{d}/.{name}.wgns-tmp"
             with open(tmp, "w") as f:
                 f.write(content)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, f"{d}/{name}")
+            posix.chmod(tmp, 0o644)
+            posix.replace(tmp, f"{d}/{name}")
 
     def undo(self, ctx: Teardown) -> None:
         d = netns.etc_dir_of(self.ns)
@@ -350,18 +352,18 @@ class WriteNetnsFiles(Op):
             old = prior.get(name)
             if old is None:
                 with suppress(FileNotFoundError):
-                    os.unlink(f"{d}/{name}")
+                    posix.unlink(f"{d}/{name}")
             else:
                 with open(f"{d}/{name}", "w") as f:
                     f.write(old)
             with suppress(FileNotFoundError):
-                os.unlink(f"{d}/.{name}.wgns-tmp")
+                posix.unlink(f"{d}/.{name}.wgns-tmp")
         if self.result.get("dir_created", True):
             with suppress(OSError):
-                os.rmdir(d)
+                posix.rmdir(d)
         if self.result.get("etc_netns_created", False):
             with suppress(OSError):
-                os.rmdir(netns.NETNS_ETC_DIR)
+                posix.rmdir(netns.NETNS_ETC_DIR)
 
 
 class CreateWireguard(Op):
@@ -398,7 +400,7 @@ class CreateWireguard(Op):
     def prepare(self) -> None:
         # Remove /run/wireguard on undo only if this op made it: an rmdir also detaches a
         # mount on it in other mount namespaces (Linux >= 3.18), e.g. another daemon's private one
-        self.result["run_dir_created"] = not os.path.exists(WIREGUARD_RUN_DIR)
+        self.result["run_dir_created"] = not paths.exists(WIREGUARD_RUN_DIR)
 
     def apply(self) -> None:
         from wgns import backend
@@ -440,10 +442,10 @@ class CreateWireguard(Op):
                 )
                 stop_process(pid, self.result.get("starttime"), wait=not doomed)
             with suppress(FileNotFoundError):
-                os.unlink(f"{WIREGUARD_RUN_DIR}/{self.ifname}.sock")
+                posix.unlink(f"{WIREGUARD_RUN_DIR}/{self.ifname}.sock")
             if self.result.get("run_dir_created", False):
                 with suppress(OSError):
-                    os.rmdir(WIREGUARD_RUN_DIR)
+                    posix.rmdir(WIREGUARD_RUN_DIR)
         errors = []
         for where in (self.target, self.birthplace):
             if where is not None and where in ctx.doomed:

@@ -46,6 +46,10 @@ def _mode(path: str, *, follow: bool = True) -> int | None:
         return None
 
 
+def exists(path: str) -> bool:
+    return _mode(path) is not None
+
+
 def isdir(path: str) -> bool:
     mode = _mode(path)
     return mode is not None and S_ISDIR(mode)

@@ -6,7 +6,7 @@ profile parser, the planner and the probes.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from wgns import log, netns, state
 from wgns.errors import WgnsError
@@ -56,5 +56,5 @@ def run_hooks(hooks: list[dict[str, str | None]], when: str) -> list[str]:
 
 def leftover_processes(ns: str) -> list[int]:
     """Processes still in NS (after `down` they have lost their network)."""
-    me = os.getpid()
+    me = posix.getpid()
     return [p for p in netns.pids_inside(ns) if p != me]
