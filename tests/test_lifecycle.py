@@ -542,3 +542,42 @@ def test_cli_contract_exit_codes(sandbox: Sandbox, wgns: Any) -> None:
     assert json.loads(st.stdout) == {"format": 1, "namespaces": []}
     unknown = wgns("status", "nothere", check=False)
     assert unknown.returncode == 1 and "not managed" in unknown.stderr
+
+
+def _imported_by(code: str) -> set[str]:
+    """The modules `python3 -I -S` imports running CODE in this checkout (-X importtime)."""
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-X",
+            "importtime",
+            "-c",
+            f"import sys; sys.path.insert(0, {repo!r}); {code}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+
+
+def test_up_and_down_import_only_what_they_need() -> None:
+    """Start-up is most of a `wgns down` and a third of an `up` (README, Performance): the
+    modules these avoid cost several ms each (docs/architecture.md, Start-up time)."""
+    up = _imported_by(
+        "import wgns.cli, wgns.commands.lifecycle, wgns.lifecycle, wgns.rtnl, wgns.spawn, wgns.wg"
+    )
+    assert "wgns.config" in up and "wgns.plan" in up
+    heavy = {"dataclasses", "inspect", "subprocess", "pathlib", "contextlib", "json", "signal"}
+    heavy |= {"socket", "struct", "typing", "threading", "argparse", "ctypes", "hashlib"}
+    assert not up & heavy, sorted(up & heavy)
+    down = _imported_by("import wgns.cli, wgns.commands.lifecycle, wgns.teardown")
+    assert "wgns.teardown" in down and "wgns.executor" in down
+    assert not down & (heavy | {"os", "re", "enum", "ipaddress", "wgns.config", "wgns.model"})

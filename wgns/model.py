@@ -67,8 +67,8 @@ class HookWhere(enum.Enum):
     BIRTHPLACE = "birthplace"  # where the WireGuard UDP sockets live (wg-quick's behaviour)
 
 
-# Every dataclass here has a docstring: without one, @dataclass computes a signature-based
-# __doc__ through inspect.signature, ~0.3 ms per class of every `wgns up`.
+# Records are @frozen (wgns.frozen), not @dataclass(frozen=True): the same behaviour without
+# the ~7 ms that importing dataclasses cost every `wgns up`.
 
 
 @frozen
