@@ -187,6 +187,31 @@ def test_mtu_is_applied_explicit_and_by_wg_quick_rule(
     wgns("down", "auto")
 
 
+def test_mtu_rule_uses_a_route_mtu_and_falls_back_when_the_endpoint_is_unreachable(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    """wg-quick's rule beyond the plain case: a route's own `mtu` wins over its link's, and an
+    endpoint `ip route get` cannot reach leaves the default route's link to decide."""
+    sandbox.run(["ip", "link", "set", "uplink0", "mtu", "1400"])
+    sandbox.run(["ip", "route", "add", "198.18.251.0/24", "dev", "uplink0", "mtu", "1300"])
+    sandbox.run(["ip", "route", "add", "unreachable", "198.18.250.0/24"])
+    cases = {"metric": ("198.18.251.1:51820", 1300 - 80), "unreach": ("198.18.250.1:51820", 1320)}
+    # two peers, the first unreachable: the second's route decides (the largest MTU of the
+    # endpoints that have a route), not the default route's
+    cases["both"] = ("198.18.250.1:51820", 1300 - 80)
+    second = (
+        f"\n[Peer]\nPublicKey = {provider.new_client().public_key}\n"
+        "AllowedIPs = 198.18.99.0/24\nEndpoint = 198.18.251.1:51820\n"
+    )
+    for ns, (endpoint, mtu) in cases.items():
+        conf = provider.client_conf(endpoint=endpoint, ipv6=False)
+        conf += second if ns == "both" else ""
+        wgns("up", write_profile(sandbox, conf, f"{ns}.conf"), "--name", ns)
+        link = json.loads(sandbox.run(["ip", "-n", ns, "-j", "link", "show"]).stdout)
+        assert {x["ifname"]: x["mtu"] for x in link}[ifname_of(wgns, ns)] == mtu, ns
+        wgns("down", ns)
+
+
 def test_wg_show_agrees_with_profile_and_no_secret_anywhere(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
