@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, ClassVar
 
+    from wgns import rtnl
     from wgns.model import Interface
     from wgns.spawn import Completed
 
@@ -119,10 +120,8 @@ def stop_process(pid: int, starttime: int | None, *, grace: float = 2.0, wait: b
     if not wait:
         with suppress(ProcessLookupError):
             posix.kill(pid, SIGKILL)
-        with suppress(ChildProcessError):
-            posix.waitpid(
-                pid, posix.WNOHANG
-            )  # our own child (a rolled-back `up`): reap it if it can
+        with suppress(ChildProcessError):  # our own child (a rolled-back `up`): reap if done
+            posix.waitpid(pid, posix.WNOHANG)
         return True
     # A pidfd wakes us the moment the process exits; polling /proc would oversleep.
     try:
@@ -535,18 +534,16 @@ class MoveLink(Op):
         # cannot carry traffic (configuring the daemon, writing files). Op.finish joins it.
         import _thread
 
-        from wgns import rtnl
-
-        nl = rtnl.Rtnl(self.source)
+        nl = _open_netlink(self.source)
         done = _thread.allocate_lock()
         done.acquire()
-        self._moving: tuple[Any, list[OSError]] | None = (done, [])
+        self._moving: tuple[Any, list[BaseException]] | None = (done, [])
         failed = self._moving[1]
 
         def move() -> None:
             try:
                 nl.move_link(self.ifname, self.target)
-            except OSError as e:
+            except BaseException as e:  # reported by finish(), in the thread that can act on it
                 failed.append(e)
             finally:
                 nl.close()
@@ -566,15 +563,18 @@ class MoveLink(Op):
         done, failed = moving
         done.acquire()
         if failed:
-            raise WgnsError(f"cannot move {self.ifname} to {self.target}: {failed[0].strerror}")
+            e = failed[0]
+            raise WgnsError(e.strerror if isinstance(e, OSError) and e.strerror else str(e))
 
 
-def _netlink(call: Any, *args: Any, what: str, **kwargs: Any) -> None:
-    """An rtnl call whose kernel error becomes a WgnsError that says what failed."""
+def _open_netlink(ns: str | None) -> rtnl.Rtnl:
+    from wgns import rtnl
+
     try:
-        call(*args, **kwargs)
+        return rtnl.Rtnl(ns)
     except OSError as e:
-        raise WgnsError(f"{what}: {e.strerror or e}") from None
+        where = f"namespace {ns}" if ns else "this namespace"
+        raise WgnsError(f"cannot open a netlink socket in {where}: {e.strerror or e}") from None
 
 
 class ConfigureLink(Op):
@@ -624,29 +624,19 @@ class ConfigureLink(Op):
         return "; ".join(f"ip -n {self.ns} {line}" for line in self.lines())
 
     def apply(self) -> None:
-        from wgns import rtnl
-
-        where = f" in namespace {self.ns}"
-        with rtnl.Rtnl(self.ns) as nl:
-            if self.lo_up:
-                _netlink(nl.set_link, "lo", up=True, what=f"cannot bring lo up{where}")
-            for a in self.addresses:
-                _netlink(nl.add_address, self.ifname, a, what=f"cannot add {a}{where}")
-            _netlink(
-                nl.set_link,
-                self.ifname,
-                mtu=self.mtu,
-                up=True,
-                what=f"cannot set {self.ifname} up with MTU {self.mtu}{where}",
-            )
-            for prefix, table in self.routes:
-                _netlink(
-                    nl.replace_route,
-                    prefix,
-                    self.ifname,
-                    table=table,
-                    what=f"cannot add the route to {prefix}{where}",
-                )
+        # rtnl's errors name the request ("RTNETLINK: add address A dev D: File exists"); the
+        # namespace is what they lack
+        try:
+            with _open_netlink(self.ns) as nl:
+                if self.lo_up:
+                    nl.set_link("lo", up=True)
+                for a in self.addresses:
+                    nl.add_address(self.ifname, a)
+                nl.set_link(self.ifname, mtu=self.mtu, up=True)
+                for prefix, table in self.routes:
+                    nl.replace_route(prefix, self.ifname, table=table)
+        except OSError as e:
+            raise WgnsError(f"{e.strerror or e} (in namespace {self.ns})") from None
 
 
 class IpCommands(Op):

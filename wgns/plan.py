@@ -82,10 +82,10 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
     def create(ifname: str) -> CreateWireguard:
         return CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns)
 
-    # wireguard-go takes ~4 ms to answer; started first, it starts while the namespace, its
-    # kill switch and files are made (the executor runs those beside it). Not when PreUp hooks
-    # must run before the interface exists (wg-quick's order), nor for the kernel's device,
-    # which is created inside the namespace.
+    # wireguard-go takes ~4 ms to answer; started first, it comes up while the namespace and its
+    # files are made (the executor runs those beside it; see docs/architecture.md, Executor).
+    # Not when PreUp hooks must run before the interface exists (wg-quick's order), nor for the
+    # kernel's device, which is created inside the namespace.
     early = facts.backend == "userspace" and not any(
         h.when.value == "pre-up" for i in profile.interfaces for h in (*profile.hooks, *i.hooks)
     )
