@@ -169,6 +169,36 @@ with Rtnl("by-rt") as r:
     assert {r.get("scope", "global") for r in by_rt["route6"] if r in ours} == {"global"}
 
 
+def test_add_link_into_another_namespace_is_ip_link_add_netns(sandbox: Sandbox) -> None:
+    """The kernel backend's `ip link add IF netns NS type wireguard`, asked from the birthplace
+    (here a bridge: this kernel has no WireGuard; the VM tests create the real thing)."""
+    add_namespaces(sandbox, "bp", "by-ip", "by-rt")
+    sandbox.run(["ip", "link", "add", "br0", "netns", "by-ip", "type", "bridge"], netns="bp")
+    out = rtnl_script(
+        sandbox,
+        """
+with Rtnl("bp") as r:
+    r.add_link("br0", "bridge", ns="by-rt")
+    for key, fn in [("again", lambda: r.add_link("br0", "bridge", ns="by-rt")),
+                    ("unknown", lambda: r.add_link("x0", "no-such-kind")),
+                    ("bad", lambda: r.add_link("x0", ""))]:
+        try:
+            fn()
+            out[key] = None
+        except (OSError, ValueError) as e:
+            out[key] = [type(e).__name__, getattr(e, "errno", None), str(e)]
+""",
+    )
+    assert ip_json(sandbox, "bp", "link", "show") == ip_json(sandbox, "bp", "link", "show", "lo")
+    (made,) = [x for x in ip_json(sandbox, "by-rt", "link", "show") if x["ifname"] == "br0"]
+    assert made["linkinfo"]["info_kind"] == "bridge"
+    assert kernel_state(sandbox, "by-rt")["link"] == kernel_state(sandbox, "by-ip")["link"]
+    assert out["again"][:2] == ["FileExistsError", 17]
+    assert "add dev br0 netns by-rt type bridge" in out["again"][2]
+    assert out["unknown"][0] != "ValueError" and out["unknown"][1] is not None
+    assert out["bad"][0] == "ValueError"
+
+
 def test_del_link_true_then_false(sandbox: Sandbox) -> None:
     add_namespaces(sandbox, "d")
     add_link(sandbox, LINK, "d")

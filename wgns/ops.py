@@ -408,9 +408,11 @@ class CreateWireguard(Op):
             # Born in the target namespace, but asked for from the birthplace: WireGuard keeps
             # the namespace of the request (its creating_net) for its UDP socket. The same
             # birthplace semantics as add-then-move, without the move's RCU grace periods.
-            ip_batch(
-                [f"link add {self.ifname} netns {self.target} type wireguard"], ns=self.birthplace
-            )
+            with _open_netlink(self.birthplace) as nl:
+                try:
+                    nl.add_link(self.ifname, "wireguard", ns=self.target)
+                except OSError as e:
+                    raise WgnsError(str(e.strerror or e)) from None
         else:  # the executor goes on while the daemon starts; finish() waits for it
             self._starting: backend.Starting | None = backend.start_userspace(
                 self.ifname, self.birthplace, on_spawn=self._note

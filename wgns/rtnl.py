@@ -68,6 +68,8 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3
 # linux/if_link.h, linux/if.h, linux/if_addr.h
 IFLA_IFNAME = 3
 IFLA_MTU = 4
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1  # inside IFLA_LINKINFO
 IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
 IFF_UP = 0x1
@@ -306,6 +308,28 @@ class Rtnl:
             body += _u32_attr(RTA_TABLE, tid)
         body += _u32_attr(RTA_OIF, index)
         self._request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, what)
+
+    def add_link(self, ifname: str, kind: str, *, ns: str | None = None) -> None:
+        """`ip link add IFNAME [netns NS] type KIND`. With NS the link is born there, but asked
+        for from this socket's namespace, which the kernel keeps as the link's creating
+        namespace: a WireGuard device keeps its UDP socket in it (the birthplace)."""
+        if not kind or not kind.isascii() or not kind.isprintable():
+            raise ValueError(f"bad link type {kind!r}")
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _ifname(ifname))
+        # iproute2 sends the kind without its NUL, in a nest without NLA_F_NESTED
+        body += _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, kind.encode()))
+        what = f"add dev {ifname}{' netns ' + ns if ns else ''} type {kind}"
+        if ns is None:
+            self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, what)
+            return
+        from wgns import netns
+
+        fd = os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            body += _u32_attr(IFLA_NET_NS_FD, fd)
+            self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, what)
+        finally:
+            os.close(fd)
 
     def del_link(self, ifname: str) -> bool:
         """`ip link del IFNAME`. False when there is no such link."""
