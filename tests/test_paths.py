@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from wgns import paths
@@ -38,6 +38,16 @@ def test_join_is_os_path_join(first: str, rest: list[str]) -> None:
 @given(PARTS)
 def test_dirname_is_os_path_dirname(path: str) -> None:
     assert paths.dirname(path) == os.path.dirname(path)
+
+
+@given(st.sampled_from(["", "/", "d/", "/e.d/"]), st.text(alphabet="ab.", min_size=1, max_size=6))
+def test_stem_and_suffix_are_pathlibs(directory: str, name: str) -> None:
+    """For a file's path (which is what wgns asks about: pathlib also normalizes "." away)."""
+    assume(name != ".")
+    path = directory + name
+    pure = PurePath(path)
+    assert (paths.stem(path), paths.suffix(path)) == (pure.stem, pure.suffix)
+    assert paths.stem(pure) == pure.stem  # a PathLike too
 
 
 @pytest.mark.parametrize("path", PLACES)

@@ -17,14 +17,13 @@ import time
 from wgns import netns
 from wgns.errors import WgnsError
 from wgns.model import Backend
-from wgns.ops import proc_starttime
+from wgns.ops import proc_starttime, uapi_socket
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import IO
 
-WIREGUARD_RUN_DIR = "/run/wireguard"
 USERSPACE_BINARY = os.environ.get("WGNS_USERSPACE_IMPLEMENTATION", "wireguard-go")
 START_TIMEOUT = 10.0
 
@@ -85,10 +84,6 @@ def resolve(requested: Backend) -> str:
     )
 
 
-def socket_path(ifname: str) -> str:
-    return f"{WIREGUARD_RUN_DIR}/{ifname}.sock"
-
-
 def _listening(sock: str) -> bool:
     """The UAPI socket accepts connections. Existing is not enough: between bind() and listen()
     a connect fails, and `wg` then *unlinks* the socket as stale and falls back to the kernel."""
@@ -132,11 +127,10 @@ def start_userspace(
                 env=env,
                 new_session=True,
             )
-    except FileNotFoundError as e:
+    except BaseException as e:
         errlog.close()
-        raise WgnsError(f"{USERSPACE_BINARY} is not installed") from e
-    except BaseException:
-        errlog.close()
+        if isinstance(e, FileNotFoundError):
+            raise WgnsError(f"{USERSPACE_BINARY} is not installed") from e
         raise
     finally:
         os.close(devnull)
@@ -158,7 +152,7 @@ class Starting:
         """Until the UAPI socket answers; a WgnsError with its last words if it exits first."""
         from wgns import spawn
 
-        sock = socket_path(self.ifname)
+        sock = uapi_socket(self.ifname)
         deadline = self.started + START_TIMEOUT
         with self.errlog:
             while not _listening(sock):

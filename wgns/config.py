@@ -25,7 +25,7 @@ from ipaddress import (
     ip_network,
 )
 
-from wgns import netns
+from wgns import netns, paths
 from wgns.errors import ConfigError
 from wgns.frozen import replace
 from wgns.model import (
@@ -1083,25 +1083,12 @@ def _allow_host(t: _Toml, data: dict[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _stem(path: StrPath) -> str:
-    """pathlib's PurePath.stem."""
-    base = os.path.basename(os.fspath(path))
-    dot = base.rfind(".")
-    return base[:dot] if 0 < dot < len(base) - 1 else base
-
-
-def _suffix(path: StrPath) -> str:
-    """pathlib's PurePath.suffix."""
-    base = os.path.basename(os.fspath(path))
-    return base[len(_stem(base)) :]
-
-
 def _name_from_stem(path: StrPath) -> str:
     try:
-        return netns.validate_name(_stem(path), path=str(path))
+        return netns.validate_name(paths.stem(path), path=str(path))
     except ConfigError:
         raise ConfigError(
-            f"the file name {_show(_stem(path))} is not a valid namespace name",
+            f"the file name {_show(paths.stem(path))} is not a valid namespace name",
             path=path,
             hint='rename the file, set name = "..." in a TOML profile, or pass --name',
         ) from None
@@ -1328,12 +1315,12 @@ def load_profile(ref: str, *, name: str | None = None, backend: str | None = Non
         netns.validate_name(name)
     data, mode = _read_file(path)
     text = _decode(data, path)
-    if _suffix(path) == ".toml":
+    if paths.suffix(path) == ".toml":
         profile, inline_secret = _parse_toml(text, path, name)
         if inline_secret:
             _check_private(path, mode)
     else:
-        iface = parse_conf(text, path=path, label=_stem(path))
+        iface = parse_conf(text, path=path, label=paths.stem(path))
         _check_private(path, mode)
         profile = Profile(
             name=name if name is not None else _name_from_stem(path),

@@ -8,8 +8,7 @@ from wgns import backend as backends
 from wgns import config, killswitch, log, names, netns, probe, state
 from wgns.errors import ConfigError, WgnsError
 from wgns.executor import Executor, undo_journal
-from wgns.frozen import replace
-from wgns.model import Backend, Profile
+from wgns.model import Profile
 from wgns.ops import run
 from wgns.plan import Facts, down_hooks, plan_up
 
@@ -195,7 +194,4 @@ def _reload(profile: Profile, rec: state.Record) -> None:
 
 
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
-    profile = config.load_profile(ref, name=name, backend=backend)
-    if backend is not None:
-        profile = replace(profile, backend=Backend(backend))
-    return profile
+    return config.load_profile(ref, name=name, backend=backend)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from wgns import rtnl
     from wgns.model import Interface
-    from wgns.spawn import Completed
+    from wgns.spawn import Completed, Running
 
 # Tools run through wgns.spawn (posix_spawn), imported only where a tool is run: `wgns down` of a
 # namespace wgns created runs none. Signal numbers are spelled out (Linux's) instead of importing
@@ -35,6 +35,13 @@ KIND_MODULES = {"forwards": "wgns.forward"}
 
 
 WIREGUARD_RUN_DIR = "/run/wireguard"  # a string: pathlib costs ~4 ms of `wgns down`
+
+
+def uapi_socket(ifname: str) -> str:
+    """wireguard-go's UAPI socket for IFNAME, where `wg` and wgns find the daemon."""
+    return f"{WIREGUARD_RUN_DIR}/{ifname}.sock"
+
+
 _GONE_MARKERS = (
     "Cannot find device",
     "does not exist",
@@ -54,15 +61,32 @@ def run(
     env: dict[str, str] | None = None,
 ) -> Completed:
     """Run a tool; with NS, inside that network namespace (the child inherits the thread's)."""
+    proc = start(argv, input=input, ns=ns, env=env).wait()
+    return checked(proc) if check else proc
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    ns: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Running:
+    """Start a tool as :func:`run` does and return at once; collect it with ``.wait()``."""
     from wgns import spawn
 
     with netns.entered(ns):
         try:
-            proc = spawn.run(argv, input=input, env=env)
+            return spawn.start(argv, input=input, env=env)
         except FileNotFoundError as e:
             raise WgnsError(f"{argv[0]} is not installed", hint="run scripts/install.sh") from e
-    if check and proc.returncode != 0:
-        raise WgnsError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+def checked(proc: Completed) -> Completed:
+    """PROC, or a WgnsError with its message when it failed."""
+    if proc.returncode != 0:
+        why = proc.stderr.strip() or proc.stdout.strip()
+        raise WgnsError(f"`{' '.join(proc.args)}` failed: {why}")
     return proc
 
 
@@ -443,7 +467,7 @@ class CreateWireguard(Op):
                 )
                 stop_process(pid, self.result.get("starttime"), wait=not doomed)
             with suppress(FileNotFoundError):
-                posix.unlink(f"{WIREGUARD_RUN_DIR}/{self.ifname}.sock")
+                posix.unlink(uapi_socket(self.ifname))
             if self.result.get("run_dir_created", False):
                 with suppress(OSError):
                     posix.rmdir(WIREGUARD_RUN_DIR)
@@ -494,9 +518,9 @@ class ConfigureWireguard(Op):
     def apply(self) -> None:
         assert self._iface is not None, "configure needs the interface (never journaled)"
         if self.backend == "userspace":
-            from wgns import backend, wg
+            from wgns import wg
 
-            wg.uapi_set(str(backend.socket_path(self.ifname)), self._iface)
+            wg.uapi_set(uapi_socket(self.ifname), self._iface)
             return
         from wgns import config
 
@@ -732,25 +756,14 @@ class NftTable(Op):
         return f"nft -f - (table {self.family} {self.table}){where}"
 
     def apply(self) -> None:
-        # nft runs while wgns starts the WireGuard device (~3 ms of `wgns up` hidden); the
-        # executor waits for it before anything that could let a packet flow.
-        from wgns import spawn
-
-        with netns.entered(self.ns):
-            try:
-                self._running: spawn.Running | None = spawn.start(
-                    ["nft", "-f", "-"], input=self.ruleset
-                )
-            except FileNotFoundError as e:
-                raise WgnsError("nft is not installed", hint="run scripts/install.sh") from e
+        # nft runs beside the next steps (in `up`: the TUN's move, the daemon's configuration);
+        # the executor waits for it before anything that could let a packet flow.
+        self._running: Running | None = start(["nft", "-f", "-"], input=self.ruleset, ns=self.ns)
 
     def finish(self) -> None:
         running, self._running = getattr(self, "_running", None), None
-        if running is None:
-            return
-        proc = running.wait()
-        if proc.returncode != 0:
-            raise WgnsError(f"`nft -f -` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        if running is not None:
+            checked(running.wait())
 
     def undo(self, ctx: Teardown) -> None:
         if self.ns is not None and (self.ns in ctx.doomed or not netns.exists(self.ns)):

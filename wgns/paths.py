@@ -14,6 +14,10 @@ import posix
 import sys
 from _stat import S_ISDIR, S_ISLNK, S_ISREG
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from os import PathLike
+
 _ENCODING = sys.getfilesystemencoding()
 _ERRORS = sys.getfilesystemencodeerrors()
 
@@ -75,6 +79,19 @@ def ismount(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return st.st_dev != parent.st_dev or st.st_ino == parent.st_ino
+
+
+def stem(path: str | PathLike[str]) -> str:
+    """pathlib's PurePath.stem: the last component without its suffix."""
+    base = posix.fspath(path).rpartition("/")[2]
+    dot = base.rfind(".")
+    return base[:dot] if 0 < dot < len(base) - 1 else base
+
+
+def suffix(path: str | PathLike[str]) -> str:
+    """pathlib's PurePath.suffix: ".toml" of "vpn.toml", "" of ".toml"."""
+    base = posix.fspath(path).rpartition("/")[2]
+    return base[len(stem(base)) :]
 
 
 def dirname(path: str) -> str:

@@ -93,7 +93,7 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         ops.extend(create(ifname) for ifname in ifnames)
     if not facts.ns_exists:
         ops.append(AddNetns(ns=ns))
-    kill_switch: Op | None = None  # the op, until it has its place in OPS
+    kill_switch = None
     if profile.kill_switch:
         table = names.nft_table(ns)
         rules = killswitch.ruleset(table, ifnames, ipv6=profile.has_ipv6, openings=facts.openings)
@@ -102,7 +102,6 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         kill_switch = NftTable(ns=ns, family=killswitch.FAMILY, table=table, ruleset=rules)
         if not early:
             ops.append(kill_switch)
-            kill_switch = None
     if facts.netns_files:
         ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
 
@@ -121,17 +120,16 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         kernel = facts.backend == "kernel"  # a kernel device is created inside ns directly
         if not kernel:  # moved while the daemon is configured (see MoveLink.apply)
             ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
-        if kill_switch is not None:
+        first = iface is profile.interfaces[0]
+        if early and first and kill_switch is not None:
             # nft then runs during the move's kernel wait, not while the daemon starts; it is
             # in place before anything can carry a packet (ConfigureLink waits for it)
             ops.append(kill_switch)
-            kill_switch = None
         cfg = ConfigureWireguard(
             ifname=ifname, ns=ns if kernel else bp, backend=facts.backend, peers=len(iface.peers)
         )
         cfg._iface = facts.resolved[iface.name]
         ops.append(cfg)
-        first = iface is profile.interfaces[0]
         if first and facts.ns_exists:
             ops.append(LinkUp(ns=ns, ifname="lo"))
         ops.append(

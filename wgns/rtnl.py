@@ -205,6 +205,13 @@ def _open_socket() -> _socket.socket:
     return sock
 
 
+def _open_netns(ns: str) -> int:
+    """A descriptor of namespace NS, for IFLA_NET_NS_FD."""
+    from wgns import netns
+
+    return os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
+
+
 class Rtnl:
     """One NETLINK_ROUTE socket, bound to the network namespace it was opened in.
 
@@ -241,9 +248,7 @@ class Rtnl:
 
     def move_link(self, ifname: str, ns: str) -> None:
         """`ip link set IFNAME netns NS`."""
-        from wgns import netns
-
-        fd = os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_netns(ns)
         try:
             self._link(
                 RTM_NEWLINK, ifname, _u32_attr(IFLA_NET_NS_FD, fd), f"set dev {ifname} netns {ns}"
@@ -319,17 +324,14 @@ class Rtnl:
         # iproute2 sends the kind without its NUL, in a nest without NLA_F_NESTED
         body += _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, kind.encode()))
         what = f"add dev {ifname}{' netns ' + ns if ns else ''} type {kind}"
-        if ns is None:
-            self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, what)
-            return
-        from wgns import netns
-
-        fd = os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
+        fd = -1 if ns is None else _open_netns(ns)
         try:
-            body += _u32_attr(IFLA_NET_NS_FD, fd)
+            if fd >= 0:
+                body += _u32_attr(IFLA_NET_NS_FD, fd)
             self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, what)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def del_link(self, ifname: str) -> bool:
         """`ip link del IFNAME`. False when there is no such link."""

@@ -8,12 +8,11 @@ with surrogateescape) because wg-quick runs with LC_ALL=C and passes any byte th
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from wgns import config
+from wgns import config, paths
 from wgns.errors import ConfigError
 
 
@@ -35,7 +34,7 @@ def register(
 
 def run_strip(args: argparse.Namespace) -> int:
     path = config.resolve_profile_path(args.file)
-    if os.path.splitext(path)[1] == ".toml":
+    if paths.suffix(path) == ".toml":
         raise ConfigError(
             "is a TOML profile; strip works on wg-quick .conf files",
             path=path,
