@@ -648,8 +648,11 @@ def test_setconf_text_accepted_by_wg(sample: Path) -> None:
         wg setconf {dev} /dev/stdin
         wg showconf {dev}
     """
+    # its own network and mount namespaces, with a tmpfs over /run: the daemon's UAPI socket
+    # (and /run/wireguard itself) must not appear on the host
+    script = "mount -t tmpfs none /run\n" + script
     proc = subprocess.run(
-        ["unshare", "-n", "bash", "-c", script],
+        ["unshare", "-n", "-m", "--propagation", "private", "bash", "-c", script],
         input=wg_setconf_text(i),
         capture_output=True,
         text=True,
@@ -1465,8 +1468,14 @@ def test_accepts_exactly_what_wg_accepts(tmp_path: Path) -> None:
             wg setconf {dev} {tmp_path}/$n.conf 2>/dev/null && echo ok || echo bad
         done
     """
+    # its own network and mount namespaces, with a tmpfs over /run: the daemon's UAPI socket
+    # (and /run/wireguard itself) must not appear on the host
+    script = "mount -t tmpfs none /run\n" + script
     proc = subprocess.run(
-        ["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=60
+        ["unshare", "-n", "-m", "--propagation", "private", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     verdicts = proc.stdout.split()
     assert len(verdicts) == len(texts), proc.stderr
