@@ -5,6 +5,7 @@ DNS in the sandbox (tests/conftest.py)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -270,8 +271,13 @@ def test_each_broken_setup_fails_the_right_line(
     # and `down` still removes everything
     wgns("down", NS)
     assert NS not in sandbox.netns_names()
-    if "hostside" in sandbox.run(["ip", "-br", "link"]).stdout:
-        sandbox.run(["ip", "link", "del", "hostside"])
+    # A veth end moved into NS takes its peer along when the kernel destroys NS, which it does
+    # after `down` returns (as after `ip netns del`): the peer may be gone already, or soon.
+    sandbox.run(["ip", "link", "del", "hostside"], check=False)
+    deadline = time.monotonic() + 5
+    while "hostside" in sandbox.run(["ip", "-br", "link"]).stdout:
+        assert time.monotonic() < deadline, "hostside outlived its namespace"
+        time.sleep(0.02)
 
 
 def test_unreachable_peer_fails_handshake_and_dns(
