@@ -2,7 +2,7 @@
 
     sudo python3 bench/bench_exec.py [-n 40]
 
-Everything runs inside a private sandbox (wgns.sandbox) with the simulated provider and a
+Everything runs inside a private sandbox (wgns.testing.sandbox) with the simulated provider and a
 namespace brought up by the real `wgns up`; the host is not touched. Each round runs every
 variant once, in turn, so that load from anything else on the machine hits them alike. Printed:
 the median, 10th and 90th percentile wall time of each variant, and the two ratios the issue
@@ -28,13 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wgns.sandbox import SANDBOX_TMP, Sandbox  # noqa: E402
-from wgns.sim import build_provider  # noqa: E402
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox  # noqa: E402
+from wgns.testing.sim import build_provider  # noqa: E402
 
 NS = "bench"
 UID = GID = 4000
 #: What `wgns exec` imports before it starts working (see `python3 -X importtime`).
-EXEC_IMPORTS = "import wgns.commands.exec, wgns.execns, _json"  # as the launcher does
+EXEC_IMPORTS = "import wgns.commands.exec, wgns.system.execview, _json"  # as the launcher does
 
 
 def launcher_interpreter(launcher: str | None) -> str | None:

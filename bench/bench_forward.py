@@ -32,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wgns.sandbox import SANDBOX_TMP, Sandbox
-from wgns.sim.provider import build_provider
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.sim.provider import build_provider
 
 NS = "svc"
 PLAIN = "plain"

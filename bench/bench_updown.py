@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wgns import backend as backends
-from wgns.sandbox import Sandbox
-from wgns.sim.provider import build_provider
+from wgns.testing.sandbox import Sandbox
+from wgns.testing.sim.provider import build_provider
+from wgns.wireguard import backends
 
 WORK = Path("/run/wgns-bench")  # inside the sandbox's private /run
 

@@ -1,8 +1,8 @@
 """Shared fixtures: a private sandbox standing in for the host, the simulated provider, and a
 runner for the real `wgns` command inside the sandbox.
 
-Every test that touches the network gets a fresh :class:`wgns.sandbox.Sandbox`; nothing it does
-reaches the real machine, and after the test the fixture checks that nothing leaked out of it
+Every test that touches the network gets a fresh :class:`wgns.testing.sandbox.Sandbox`; nothing it
+does reaches the real machine, and after the test the fixture checks that nothing leaked out of it
 (namespaces, /etc/netns entries, UAPI sockets, processes).
 """
 
@@ -24,8 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # test this checkout, installed or not
 
-from wgns.sandbox import Sandbox  # noqa: E402
-from wgns.sim import Provider, build_provider  # noqa: E402
+from wgns.testing.sandbox import Sandbox  # noqa: E402
+from wgns.testing.sim import Provider, build_provider  # noqa: E402
 
 _TOOLS = ("ip", "nft", "wg", "wireguard-go", "nsenter", "unshare", "tcpdump", "dig", "curl")
 _build_times: list[float] = []

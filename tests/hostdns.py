@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any
 
-from wgns.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
 
 # Unix sockets standing in for nscd and systemd-resolved: every connection is logged with the
 # network namespace of the connecting process and the nscd request type it sent.

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from wgns import check, names
-from wgns.sandbox import SANDBOX_TMP, Sandbox
-from wgns.sim import Provider
+from wgns.features import check
+from wgns.system import names
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.sim import Provider
 
 NS = "vpn"
 WG = names.wg_ifname(NS, "vpn")

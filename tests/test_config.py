@@ -13,11 +13,17 @@ from typing import Any
 
 import pytest
 
-from wgns import config
-from wgns.config import load_profile, parse_conf, parse_toml, resolve_profile_path, wg_setconf_text
 from wgns.errors import EXIT_USAGE, ConfigError
-from wgns.frozen import replace
-from wgns.model import (
+from wgns.profile import config
+from wgns.profile.config import (
+    load_profile,
+    parse_conf,
+    parse_toml,
+    resolve_profile_path,
+    wg_setconf_text,
+)
+from wgns.profile.frozen import replace
+from wgns.profile.model import (
     Backend,
     Endpoint,
     ForwardMode,

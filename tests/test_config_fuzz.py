@@ -10,10 +10,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wgns import config
-from wgns.config import parse_conf, parse_toml
 from wgns.errors import ConfigError
-from wgns.model import Interface, Profile
+from wgns.profile import config
+from wgns.profile.config import parse_conf, parse_toml
+from wgns.profile.model import Interface, Profile
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_TEXTS = [p.read_text() for p in sorted(DATA.glob("*.conf"))]

@@ -1,4 +1,4 @@
-"""wgns.dnsfiles: what /etc/netns/NS/{resolv.conf,hosts,nsswitch.conf} say (pure functions)."""
+"""wgns.features.dns: what /etc/netns/NS/{resolv.conf,hosts,nsswitch.conf} say (pure functions)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from wgns.dnsfiles import HOSTS_LINE, dns_files, hosts_file, nsswitch_conf, resolv_conf
+from wgns.features.dns import HOSTS_LINE, dns_files, hosts_file, nsswitch_conf, resolv_conf
 
 DEBIAN_NSSWITCH = """\
 # /etc/nsswitch.conf

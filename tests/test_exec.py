@@ -32,11 +32,11 @@ from tests.hostdns import (
     connections,
     start_backdoors,
 )
-from wgns import execns
 from wgns.commands import exec as exec_cmd
 from wgns.errors import UsageError, WgnsError
-from wgns.sandbox import SANDBOX_TMP, Sandbox
-from wgns.sim import Provider
+from wgns.system import execview
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.sim import Provider
 
 NS = "vpn"
 USER, UID, GID = "alice", 4000, 4000
@@ -76,8 +76,8 @@ def test_command_line_errors(argv: list[str]) -> None:
         exec_cmd.parse(argv)
 
 
-def _target(uid: int = UID, shell: str = "/bin/sh") -> execns.Target:
-    return execns.Target(uid, GID, tuple(GROUPS), USER, "/home/alice", shell)
+def _target(uid: int = UID, shell: str = "/bin/sh") -> execview.Target:
+    return execview.Target(uid, GID, tuple(GROUPS), USER, "/home/alice", shell)
 
 
 def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
@@ -107,7 +107,7 @@ def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
         "SUDO_COMMAND": "/usr/bin/wgns exec vpn id",
         "WGNS_NS": "other",
     }
-    out = execns.child_environment(env, _target(), NS)
+    out = execview.child_environment(env, _target(), NS)
     assert out == {
         "FOO": "bar",
         "PATH": "/opt/x/bin:/usr/bin",
@@ -123,10 +123,10 @@ def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
         "WGNS_NS": NS,
     }
     # outside a namespace (--if-up, NS down) WGNS_NS is not inherited; root keeps SUDO_*
-    root = execns.Target(0, 0, (0,), "root", "/root", "/bin/bash")
-    out = execns.child_environment(env, root, None)
+    root = execview.Target(0, 0, (0,), "root", "/root", "/bin/bash")
+    out = execview.child_environment(env, root, None)
     assert "WGNS_NS" not in out and out["SUDO_USER"] == "alice" and out["HOME"] == "/root"
-    assert execns.child_environment({}, root, None)["PATH"] == execns.DEFAULT_PATH
+    assert execview.child_environment({}, root, None)["PATH"] == execview.DEFAULT_PATH
 
 
 @pytest.mark.parametrize(
@@ -146,24 +146,24 @@ def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
     ],
 )
 def test_sudo_rules(name: str, value: str, dropped: bool) -> None:
-    assert execns.sudo_drops(name, value) is dropped
+    assert execview.sudo_drops(name, value) is dropped
 
 
 def test_target_user() -> None:
     # sudo's variables name the invoking user (trusted only when wgns runs as root)
-    t = execns.resolve_target(None, {"SUDO_UID": "65534", "SUDO_GID": "65534"}, caller_uid=0)
+    t = execview.resolve_target(None, {"SUDO_UID": "65534", "SUDO_GID": "65534"}, caller_uid=0)
     assert (t.uid, t.gid, t.name) == (65534, 65534, "nobody")
-    t = execns.resolve_target(None, {"PKEXEC_UID": "65534"}, caller_uid=0)
+    t = execview.resolve_target(None, {"PKEXEC_UID": "65534"}, caller_uid=0)
     assert (t.uid, t.name) == (65534, "nobody")
     # root logged in as root is the invoking user; --user picks anyone
-    assert execns.resolve_target(None, {}, caller_uid=0).uid == 0
-    assert execns.resolve_target("nobody", {"SUDO_UID": "0"}, caller_uid=0).uid == 65534
-    t = execns.resolve_target("#4321", {}, caller_uid=0)  # no passwd entry, like sudo -u '#N'
+    assert execview.resolve_target(None, {}, caller_uid=0).uid == 0
+    assert execview.resolve_target("nobody", {"SUDO_UID": "0"}, caller_uid=0).uid == 65534
+    t = execview.resolve_target("#4321", {}, caller_uid=0)  # no passwd entry, like sudo -u '#N'
     assert (t.uid, t.gid, t.groups, t.name, t.home) == (4321, 65534, (65534,), "4321", "/")
     with pytest.raises(WgnsError):
-        execns.resolve_target("no-such-user-here", {}, caller_uid=0)
+        execview.resolve_target("no-such-user-here", {}, caller_uid=0)
     with pytest.raises(WgnsError):
-        execns.resolve_target(None, {"SUDO_UID": "x"}, caller_uid=0)
+        execview.resolve_target(None, {"SUDO_UID": "x"}, caller_uid=0)
 
 
 # ------------------------------------------------------------------------------ in the sandbox
@@ -644,7 +644,7 @@ def test_installed_launcher_runs_exec_without_loading_the_cli() -> None:
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
     assert r.returncode == 1
     assert "wgns: no namespace no-such-ns" in r.stderr
-    assert "wgns.commands.exec" in imported and "wgns.execns" in imported
+    assert "wgns.commands.exec" in imported and "wgns.system.execview" in imported
     slow = {"wgns.cli", "argparse", "json", "ctypes", "re", "contextlib", "os", "stat"}
     assert not imported & slow, sorted(imported & slow)
     other = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=30)
@@ -655,11 +655,11 @@ def test_installed_launcher_runs_exec_without_loading_the_cli() -> None:
 
 CALL_IN_VIEW = r"""
 import json, os, sys
-from wgns import execns
+from wgns.system import execview
 from wgns.errors import WgnsError
 ns = sys.argv[1]
 out = {}
-out["inside"] = json.loads(execns.call_in_view(ns, lambda: json.dumps({
+out["inside"] = json.loads(execview.call_in_view(ns, lambda: json.dumps({
     "net": os.stat("/proc/self/ns/net").st_ino,
     "resolv": open("/etc/resolv.conf").read(),
     "nscd": os.listdir("/run/nscd"),
@@ -670,15 +670,15 @@ out["caller"] = {"net": os.stat("/proc/self/ns/net").st_ino, "pid": os.getpid(),
 def fail():
     raise WgnsError("it went wrong", hint="do this")
 try:
-    execns.call_in_view(ns, fail)
+    execview.call_in_view(ns, fail)
 except WgnsError as e:
     out["error"] = [e.message, e.hint]
 try:
-    execns.call_in_view(ns, lambda: str(1 // 0))
+    execview.call_in_view(ns, lambda: str(1 // 0))
 except WgnsError as e:
     out["crash"] = [e.message, e.hint]
 try:
-    execns.call_in_view("no-such-ns", lambda: "unreachable")
+    execview.call_in_view("no-such-ns", lambda: "unreachable")
 except WgnsError as e:
     out["missing"] = e.message
 print(json.dumps(out))

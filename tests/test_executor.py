@@ -1,4 +1,4 @@
-"""wgns.executor: the order in which operations run, finish and are undone.
+"""wgns.engine.executor: the order in which operations run, finish and are undone.
 
 The operations here are plain Python recording what happens to them (the executor is pure
 bookkeeping; the real operations are exercised by test_lifecycle). Only the state record is
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from wgns import state
+from wgns.engine import state
+from wgns.engine.executor import Executor
+from wgns.engine.ops import Op, Teardown
 from wgns.errors import WgnsError
-from wgns.executor import Executor
-from wgns.ops import Op, Teardown
 
 EVENTS: list[str] = []
 

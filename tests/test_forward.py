@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import wgns.sim
-from wgns import names
-from wgns.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
-from wgns.sim import Provider
+import wgns.testing.sim
+from wgns.system import names
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
+from wgns.testing.sim import Provider
 
 NS = "vpn"
 # tests only use 198.18.0.0/15: the sim topology leaves 198.18.128.0/17 free
@@ -22,7 +22,7 @@ ENV = {"WGNS_FORWARD_POOL": "198.18.128.0/17"}
 LAN_OK, LAN_NO = "lan-ok", "lan-no"
 HOST_LAN_OK, HOST_LAN_NO = "198.18.64.1", "198.18.64.5"  # the host's end of each test LAN
 CLIENT_OK = "198.18.64.2"
-DNS_SERVER = str(Path(wgns.sim.__file__).resolve().parent / "dnsserver.py")
+DNS_SERVER = str(Path(wgns.testing.sim.__file__).resolve().parent / "dnsserver.py")
 
 # A server for inside NS: "/" says hello, "/peer" shows the client address, "/fetch" makes an
 # outbound request of its own to the simulated internet and returns what it said.
@@ -408,8 +408,8 @@ def test_crash_mid_add_then_down_is_exact(sandbox: Sandbox, provider: Provider, 
 
 
 def test_parsing_and_what_each_mode_needs() -> None:
-    from wgns import forward
     from wgns.errors import UsageError
+    from wgns.features import forward
 
     assert forward.parse_ports("9091") == (9091, 9091)
     assert forward.parse_ports("8080:80") == (8080, 80)
@@ -447,7 +447,7 @@ def test_parsing_and_what_each_mode_needs() -> None:
 def test_pool_allocation_probes_past_claims_and_host_routes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wgns import forward
+    from wgns.features import forward
 
     monkeypatch.setattr(forward, "CLAIMS_DIR", tmp_path / "claims")
     monkeypatch.setenv(forward.POOL_ENV, "198.18.128.0/29")  # 4 slots

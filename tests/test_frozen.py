@@ -1,4 +1,4 @@
-"""wgns.frozen: the dataclass(frozen=True) behaviour the profile model relies on."""
+"""wgns.profile.frozen: the dataclass(frozen=True) behaviour the profile model relies on."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from wgns.frozen import FrozenInstanceError, frozen, replace
-from wgns.model import Endpoint, Peer
+from wgns.profile.frozen import FrozenInstanceError, frozen, replace
+from wgns.profile.model import Endpoint, Peer
 
 
 @frozen

@@ -21,13 +21,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wgns import killswitch, names
+from wgns.engine.ops import NftTable
 from wgns.errors import WgnsError
-from wgns.killswitch import Opening, Spec
-from wgns.model import Interface, Peer, Profile, Secret
-from wgns.ops import NftTable
-from wgns.plan import Facts, plan_up
-from wgns.sandbox import SANDBOX_TMP, Sandbox
+from wgns.features import killswitch
+from wgns.features.killswitch import Opening, Spec
+from wgns.lifecycle.plan import Facts, plan_up
+from wgns.profile.model import Interface, Peer, Profile, Secret
+from wgns.system import names
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
 
 # The probes also run as nobody: an interpreter every user may execute (pyenv lives in
 # /root, which is mode 700), the system one when there is one.

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from wgns import names
-from wgns.sandbox import SANDBOX_TMP, Sandbox
-from wgns.sim import Provider
-from wgns.sim.provider import Capture, Packet
+from wgns.system import names
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.sim import Provider
+from wgns.testing.sim.provider import Capture, Packet
 
 NS = "vpn"
 WG = names.wg_ifname(NS, "vpn")

@@ -1,4 +1,4 @@
-"""wgns.libc: the libc calls made through _ctypes, each checked against the kernel's view.
+"""wgns.system.libc: the libc calls made through _ctypes, each checked against the kernel's view.
 
 Everything that changes the system runs inside the test's private sandbox (`sandbox.python`)."""
 
@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from wgns import libc
-from wgns.sandbox import Sandbox
+from wgns.system import libc
+from wgns.testing.sandbox import Sandbox
 
 CALLS = r"""
 import json, os
-from wgns import libc
+from wgns.system import libc
 out = {}
 home = os.stat("/proc/self/ns/mnt").st_ino
 libc.unshare(0x00020000)  # CLONE_NEWNS
@@ -70,11 +70,11 @@ def test_calls_do_what_the_kernel_reports(sandbox: Sandbox) -> None:
 
 
 def test_imports_no_ctypes_module() -> None:
-    """wgns.libc exists to keep ctypes' pure-Python half off `wgns exec`'s start-up path."""
+    """wgns.system.libc exists to keep ctypes' pure-Python half off `wgns exec`'s start-up path."""
     import subprocess
     import sys
 
-    code = "import sys; import wgns.libc; print('ctypes' in sys.modules)"
+    code = "import sys; import wgns.system.libc; print('ctypes' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
         capture_output=True,

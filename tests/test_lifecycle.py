@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from tests.hostdns import HOST_NSSWITCH, STUB, connections, start_backdoors
-from wgns import names
-from wgns.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
-from wgns.sim import Provider
-from wgns.sim.provider import HOST_UPLINK, HOST_V4, HOST_V6, ISP_V4
+from wgns.system import names
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
+from wgns.testing.sim import Provider
+from wgns.testing.sim.provider import HOST_UPLINK, HOST_V4, HOST_V6, ISP_V4
 
 NS = "vpn"
 WHOAMI = "whoami.test"  # answered by the provider's DNS server (and by the ISP's)
@@ -597,12 +597,14 @@ def test_up_and_down_import_only_what_they_need() -> None:
     """Start-up is most of a `wgns down` and a third of an `up` (README, Performance): the
     modules these avoid cost several ms each (docs/architecture.md, Start-up time)."""
     up = _imported_by(
-        "import wgns.cli, wgns.commands.lifecycle, wgns.lifecycle, wgns.rtnl, wgns.spawn, wgns.wg"
+        "import wgns.cli, wgns.commands.lifecycle, wgns.lifecycle.up, wgns.system.rtnl, "
+        "wgns.system.spawn, wgns.wireguard.wg"
     )
-    assert "wgns.config" in up and "wgns.plan" in up
+    assert "wgns.profile.config" in up and "wgns.lifecycle.plan" in up
     heavy = {"dataclasses", "inspect", "subprocess", "pathlib", "contextlib", "json", "signal"}
     heavy |= {"socket", "struct", "typing", "threading", "argparse", "ctypes", "hashlib"}
     assert not up & heavy, sorted(up & heavy)
-    down = _imported_by("import wgns.cli, wgns.commands.lifecycle, wgns.teardown")
-    assert "wgns.teardown" in down and "wgns.executor" in down
-    assert not down & (heavy | {"os", "re", "enum", "ipaddress", "wgns.config", "wgns.model"})
+    down = _imported_by("import wgns.cli, wgns.commands.lifecycle, wgns.lifecycle.down")
+    assert "wgns.lifecycle.down" in down and "wgns.engine.executor" in down
+    light = {"os", "re", "enum", "ipaddress", "wgns.profile.config", "wgns.profile.model"}
+    assert not down & (heavy | light)

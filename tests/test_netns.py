@@ -1,4 +1,4 @@
-"""wgns.netns: namespace names, and entering / creating / deleting namespaces.
+"""wgns.system.netns: namespace names, and entering / creating / deleting namespaces.
 
 The kernel-facing tests run their code inside the test's private sandbox (`sandbox.python`),
 where /run/netns is a private tmpfs: the host's namespaces are never touched."""
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wgns import netns
 from wgns.errors import ConfigError
-from wgns.sandbox import Sandbox
+from wgns.system import netns
+from wgns.testing.sandbox import Sandbox
 
 # The rule as it was once written with re (fullmatch: no newline may follow the name).
 REFERENCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}")
@@ -67,7 +67,7 @@ def test_validate_name_agrees_with_the_reference_rule(name: str) -> None:
 
 ENTER_AND_LEAVE = r"""
 import json, os
-from wgns import netns
+from wgns.system import netns
 def here(): return os.stat("/proc/thread-self/ns/net").st_ino
 home = here()
 netns.add("t")

@@ -1,17 +1,17 @@
-"""wgns.ops: how the netlink operations report failures (the happy paths run in every
+"""wgns.engine.ops: how the netlink operations report failures (the happy paths run in every
 test_lifecycle test). Kernel-facing code runs inside the test's private sandbox."""
 
 from __future__ import annotations
 
 import json
 
-from wgns.sandbox import Sandbox
+from wgns.testing.sandbox import Sandbox
 
 FAILURES = r"""
 import json
-from wgns import netns
+from wgns.system import netns
 from wgns.errors import WgnsError
-from wgns.ops import ConfigureLink, MoveLink
+from wgns.engine.ops import ConfigureLink, MoveLink
 out = {}
 netns.add("a")
 def attempt(key, fn):

@@ -1,4 +1,4 @@
-"""wgns.paths behaves as its os / os.path namesakes for the paths wgns passes."""
+"""wgns.system.paths behaves as its os / os.path namesakes for the paths wgns passes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wgns import paths
-from wgns.sandbox import Sandbox
+from wgns.system import paths
+from wgns.testing.sandbox import Sandbox
 
 PARTS = st.text(alphabet="ab/.", max_size=6)
 PLACES = [
@@ -85,7 +85,7 @@ def _umask() -> int:
 
 MOUNTS = r"""
 import json, os
-from wgns import libc, netns, paths
+from wgns.system import libc, netns, paths
 os.makedirs("/run/pt/dir", exist_ok=True)
 open("/run/pt/file", "w").close()
 open("/run/pt/plain", "w").close()

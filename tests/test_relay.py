@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import Any
 
-from wgns.sandbox import Sandbox
+from wgns.testing.sandbox import Sandbox
 
 INNER = "inner"
 
@@ -117,7 +117,7 @@ for src in ("127.0.0.2", "127.0.0.3"):
 
 
 def relay(sandbox: Sandbox, *args: str) -> subprocess.Popen[Any]:
-    argv = sandbox.python_argv(["-m", "wgns.relay", "--ns", INNER, *args])
+    argv = sandbox.python_argv(["-m", "wgns.features.relay", "--ns", INNER, *args])
     p = sandbox.popen(
         argv, env=sandbox.python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -197,13 +197,13 @@ def test_udp_sessions_idle_timeout_from_filter_and_errors(sandbox: Sandbox) -> N
     assert out[1] != "127.0.0.3 hi"
 
     # the port is taken: a clear message, exit status 1
-    argv = sandbox.python_argv(["-m", "wgns.relay", "--ns", INNER, "--port", "17002",
+    argv = sandbox.python_argv(["-m", "wgns.features.relay", "--ns", INNER, "--port", "17002",
                                 "--target-port", "7002"])  # fmt: skip
     proc = sandbox.run(argv, env=sandbox.python_env(), check=False)
     assert proc.returncode == 1
     assert "tcp port 17002 is in use on the host (127.0.0.1:17002)" in proc.stderr
     # a namespace that does not exist
-    argv = sandbox.python_argv(["-m", "wgns.relay", "--ns", "nosuch", "--port", "17009",
+    argv = sandbox.python_argv(["-m", "wgns.features.relay", "--ns", "nosuch", "--port", "17009",
                                 "--target-port", "7002"])  # fmt: skip
     proc = sandbox.run(argv, env=sandbox.python_env(), check=False)
     assert proc.returncode == 1 and "cannot open namespace nosuch" in proc.stderr

@@ -1,7 +1,7 @@
-"""wgns.rtnl: the in-process rtnetlink client against the real kernel, side by side with iproute2.
+"""wgns.system.rtnl: the in-process rtnetlink client against the real kernel, beside iproute2.
 
 Every kernel-facing test runs inside the test's private sandbox. The changes are made twice, in
-twin namespaces: with `ip` in one and with wgns.rtnl in the other, on links of the same name
+twin namespaces: with `ip` in one and with wgns.system.rtnl in the other, on links of the same name
 made the same way; then `ip -d -j` must report the same links, addresses and routes in both
 (interface indexes and MAC-derived values aside). That is the claim of the module: the same
 kernel state as the `ip` commands it replaces."""
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from wgns.rtnl import Rtnl
-from wgns.sandbox import Sandbox
+from wgns.system.rtnl import Rtnl
+from wgns.testing.sandbox import Sandbox
 
 LINK = "wg0"
 PREFIXES = ["198.18.4.0/24", "0.0.0.0/0", "2001:db8:4::/48", "::/0"]
@@ -23,8 +23,8 @@ TABLES = [None, 100, 51820]  # main, a table that fits rtm_table, one that needs
 
 PRELUDE = """
 import errno, json, os, sys
-from wgns import netns
-from wgns.rtnl import Rtnl
+from wgns.system import netns
+from wgns.system.rtnl import Rtnl
 out = {}
 """
 
@@ -468,7 +468,7 @@ def test_import_is_lean() -> None:
     import sys
 
     code = (
-        "import sys; before = set(sys.modules); import wgns.rtnl; "
+        "import sys; before = set(sys.modules); import wgns.system.rtnl; "
         "print(' '.join(sorted(set(sys.modules) - before)))"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -479,7 +479,7 @@ def test_import_is_lean() -> None:
         check=True,
     )
     loaded = set(proc.stdout.split())
-    assert "wgns.rtnl" in loaded
+    assert "wgns.system.rtnl" in loaded
     forbidden = {"socket", "struct", "enum", "re", "typing", "dataclasses", "subprocess", "json"}
     assert not loaded & forbidden, loaded & forbidden
-    assert "wgns.netns" not in loaded  # only when a namespace is named
+    assert "wgns.system.netns" not in loaded  # only when a namespace is named

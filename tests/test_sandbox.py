@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wgns.sandbox import (
+from wgns.testing.sandbox import (
     SANDBOX_TMP,
     Sandbox,
     SandboxCommandError,
@@ -119,7 +119,7 @@ def test_run_input_env_cwd_netns(sandbox: Sandbox) -> None:
 def test_python_runs_this_checkout(sandbox: Sandbox) -> None:
     out = sandbox.python("import wgns; print(wgns.__file__)").stdout.strip()
     assert out == str(REPO_ROOT / "wgns" / "__init__.py")
-    out = sandbox.python(["-m", "wgns.sim.dnsserver", "--help"]).stdout
+    out = sandbox.python(["-m", "wgns.testing.sim.dnsserver", "--help"]).stdout
     assert "--listen" in out
 
 
@@ -225,7 +225,7 @@ def test_keeper_cleans_up_when_its_owner_is_killed() -> None:
         """
         import sys, time
         sys.path.insert(0, sys.argv[1])
-        from wgns.sandbox import Sandbox
+        from wgns.testing.sandbox import Sandbox
         sb = Sandbox.spawn()
         sb.run(["ip", "netns", "add", "orphan"])
         pid = int(sb.run(["sh", "-c", "setsid sleep 303 </dev/null >/dev/null 2>&1 & echo $!"],
@@ -252,7 +252,7 @@ def test_enter_self_moves_the_calling_process() -> None:
         """
         import json, os, sys
         sys.path.insert(0, sys.argv[1])
-        from wgns.sandbox import Sandbox
+        from wgns.testing.sandbox import Sandbox
         sb = Sandbox.enter_self()
         assert sb.is_self and sb.path("/run/netns") == __import__("pathlib").Path("/run/netns")
         sb.run(["ip", "netns", "add", "self-ns"])
@@ -297,7 +297,7 @@ def test_enter_self_refuses_threads() -> None:
         """
         import sys, threading, time
         sys.path.insert(0, sys.argv[1])
-        from wgns.sandbox import Sandbox, SandboxError
+        from wgns.testing.sandbox import Sandbox, SandboxError
         threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
         try:
             Sandbox.enter_self()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wgns.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
-from wgns.sim import Capture, Client, Packet, Provider, build_provider, dnsserver
-from wgns.sim.provider import parse_pcap
+from wgns.testing.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
+from wgns.testing.sim import Capture, Client, Packet, Provider, build_provider, dnsserver
+from wgns.testing.sim.provider import parse_pcap
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WG_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
@@ -257,8 +257,8 @@ def test_provider_in_enter_self_mode() -> None:
         """
         import sys
         sys.path.insert(0, sys.argv[1])
-        from wgns.sandbox import Sandbox
-        from wgns.sim import build_provider
+        from wgns.testing.sandbox import Sandbox
+        from wgns.testing.sim import build_provider
         sb = Sandbox.enter_self()
         p = build_provider(sb)
         out = sb.run(["curl", "-sS", "--max-time", "5", "http://198.18.2.2/"]).stdout

@@ -1,4 +1,4 @@
-"""wgns.spawn: what wgns relied on subprocess for, kept without importing it.
+"""wgns.system.spawn: what wgns relied on subprocess for, kept without importing it.
 
 These run real processes on the machine (no networking is touched, so no sandbox is needed)."""
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from wgns import spawn
+from wgns.system import spawn
 
 
 def test_output_is_captured_and_the_exit_status_kept() -> None:

@@ -1,4 +1,4 @@
-"""wgns.state: reading records without the json module, and the per-namespace lock."""
+"""wgns.engine.state: reading records without the json module, and the per-namespace lock."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wgns import state
+from wgns.engine import state
 from wgns.errors import WgnsError
 
 JSON_VALUES = st.recursive(
@@ -72,7 +72,7 @@ def test_second_holder_waits_then_fails_clearly(state_dir: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from wgns import state; state.STATE_DIR = sys.argv[1]\n"
+            "import sys, time; from wgns.engine import state; state.STATE_DIR = sys.argv[1]\n"
             "with state.locked('b'):\n    print('held', flush=True); time.sleep(3)",
             str(state_dir),
         ],

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wgns.config import strip_conf
 from wgns.errors import ConfigError
+from wgns.profile.config import strip_conf
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("*.conf"))

@@ -7,8 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
-from wgns import check
 from wgns.errors import UsageError, WgnsError
+from wgns.features import check
 
 _DESCRIPTION = """\
 Self-test of a confined namespace. One line per check, PASS or FAIL with the evidence: only lo

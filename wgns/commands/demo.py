@@ -55,8 +55,8 @@ def _wgns(args: Sequence[str], *, debug: bool) -> subprocess.CompletedProcess[st
 def cmd_demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise WgnsError("the demo creates namespaces: run it as root")
-    from wgns.sandbox import SANDBOX_TMP, Sandbox
-    from wgns.sim import build_provider
+    from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+    from wgns.testing.sim import build_provider
 
     t0 = time.monotonic()
 

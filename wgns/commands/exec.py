@@ -37,7 +37,7 @@ class HelpWanted(Exception):
 
 
 class Request:
-    """A parsed `wgns exec|shell` (plain class: see execns.Target for why)."""
+    """A parsed `wgns exec|shell` (plain class: see execview.Target for why)."""
 
     __slots__ = ("argv", "command", "debug", "if_up", "ns", "user")
 
@@ -171,9 +171,9 @@ def parse(argv: Sequence[str]) -> Request:
 
 
 def _run(req: Request) -> int:
-    from wgns import execns
+    from wgns.system import execview
 
-    execns.run(req.ns, req.argv or None, user=req.user, if_up=req.if_up)
+    execview.run(req.ns, req.argv or None, user=req.user, if_up=req.if_up)
 
 
 def _show_help(command: str) -> int:

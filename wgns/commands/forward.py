@@ -7,8 +7,9 @@ import json
 import sys
 from collections.abc import Callable
 
-from wgns import forward, netns
-from wgns.model import Proto
+from wgns.features import forward
+from wgns.profile.model import Proto
+from wgns.system import netns
 
 
 def register(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from wgns import netns
 from wgns.errors import WgnsError
+from wgns.system import netns
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
-    from wgns import lifecycle
+    from wgns.lifecycle import up as lifecycle
 
     profile = lifecycle.load(ref, name=name, backend=backend)
     result = lifecycle.up(profile, reload=reload)
@@ -68,7 +68,8 @@ def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
 
 
 def down(ns: str) -> int:
-    from wgns import teardown  # not lifecycle: down needs none of up's parsing and planning
+    # not wgns.lifecycle.up: down needs none of up's parsing and planning
+    from wgns.lifecycle import down as teardown
 
     was_managed, errors = teardown.down(ns)
     if not was_managed:

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wgns import netns, state, wg
+from wgns.engine import state
+from wgns.engine.ops import process_alive
 from wgns.errors import WgnsError
-from wgns.ops import process_alive
+from wgns.system import netns
+from wgns.wireguard import wg
 
 FORMAT = 1
 
@@ -109,7 +111,7 @@ def describe(ns: str) -> dict[str, Any]:
     pids = netns.pids_inside(ns)
     forwards: list[dict[str, Any]] = []
     if any(e.get("kind") == "forwards" for e in rec.journal):
-        from wgns import forward  # only namespaces with forwards pay for its import
+        from wgns.features import forward  # only namespaces with forwards pay for its import
 
         forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
     return {

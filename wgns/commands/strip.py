@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from wgns import config, paths
 from wgns.errors import ConfigError
+from wgns.profile import config
+from wgns.system import paths
 
 
 def register(

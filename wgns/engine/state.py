@@ -13,8 +13,8 @@ import fcntl
 import posix
 import time
 
-from wgns import paths
 from wgns.errors import WgnsError, suppress
+from wgns.system import paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -12,26 +12,26 @@ import errno
 import posix
 import time
 
-from wgns import netns, paths
 from wgns.errors import WgnsError, suppress
+from wgns.system import netns, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, ClassVar
 
-    from wgns import rtnl
-    from wgns.model import Interface
-    from wgns.spawn import Completed, Running
+    from wgns.profile.model import Interface
+    from wgns.system import rtnl
+    from wgns.system.spawn import Completed, Running
 
-# Tools run through wgns.spawn (posix_spawn), imported only where a tool is run: `wgns down` of a
-# namespace wgns created runs none. Signal numbers are spelled out (Linux's) instead of importing
-# signal, which builds its enums at import, for two constants.
+# Tools run through wgns.system.spawn (posix_spawn), imported only where a tool is run: `wgns
+# down` of a namespace wgns created runs none. Signal numbers are spelled out (Linux's)
+# instead of importing signal, which builds its enums at import, for two constants.
 SIGKILL = 9
 SIGTERM = 15
 
 # Op kinds defined outside this module, imported only when a journal names them
-KIND_MODULES = {"forwards": "wgns.forward"}
+KIND_MODULES = {"forwards": "wgns.features.forward"}
 
 
 WIREGUARD_RUN_DIR = "/run/wireguard"  # a string: pathlib costs ~4 ms of `wgns down`
@@ -73,7 +73,7 @@ def start(
     env: dict[str, str] | None = None,
 ) -> Running:
     """Start a tool as :func:`run` does and return at once; collect it with ``.wait()``."""
-    from wgns import spawn
+    from wgns.system import spawn
 
     with netns.entered(ns):
         try:
@@ -426,7 +426,7 @@ class CreateWireguard(Op):
         self.result["run_dir_created"] = not paths.exists(WIREGUARD_RUN_DIR)
 
     def apply(self) -> None:
-        from wgns import backend
+        from wgns.wireguard import backends
 
         if self.backend == "kernel":
             # Born in the target namespace, but asked for from the birthplace: WireGuard keeps
@@ -438,7 +438,7 @@ class CreateWireguard(Op):
                 except OSError as e:
                     raise WgnsError(str(e.strerror or e)) from None
         else:  # the executor goes on while the daemon starts; finish() waits for it
-            self._starting: backend.Starting | None = backend.start_userspace(
+            self._starting: backends.Starting | None = backends.start_userspace(
                 self.ifname, self.birthplace, on_spawn=self._note
             )
 
@@ -518,11 +518,11 @@ class ConfigureWireguard(Op):
     def apply(self) -> None:
         assert self._iface is not None, "configure needs the interface (never journaled)"
         if self.backend == "userspace":
-            from wgns import wg
+            from wgns.wireguard import wg
 
             wg.uapi_set(uapi_socket(self.ifname), self._iface)
             return
-        from wgns import config
+        from wgns.profile import config
 
         run(
             ["wg", "setconf", self.ifname, "/dev/stdin"],
@@ -594,7 +594,7 @@ class MoveLink(Op):
 
 
 def _open_netlink(ns: str | None) -> rtnl.Rtnl:
-    from wgns import rtnl
+    from wgns.system import rtnl
 
     try:
         return rtnl.Rtnl(ns)
@@ -605,7 +605,7 @@ def _open_netlink(ns: str | None) -> rtnl.Rtnl:
 
 class ConfigureLink(Op):
     """Addresses, MTU, link state and routes of a wg interface inside the namespace: what
-    wg-quick does with `ip`, over one netlink socket (wgns.rtnl) instead of a process."""
+    wg-quick does with `ip`, over one netlink socket (wgns.system.rtnl) instead of a process."""
 
     kind = "link_config"
     ns: str
@@ -810,10 +810,10 @@ class RunHook(Op):
         if self.ns is None:  # where wgns runs: the host's view, as wg-quick's hooks have it
             returncode = subprocess.run(["sh", "-c", cmd]).returncode
         else:  # NS's /etc/netns files and no host name service: DNS in a hook cannot leak
-            from wgns import execns
+            from wgns.system import execview
 
             returncode = int(
-                execns.call_in_view(
+                execview.call_in_view(
                     self.ns, lambda: str(subprocess.run(["sh", "-c", cmd]).returncode)
                 )
             )

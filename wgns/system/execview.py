@@ -39,11 +39,12 @@ import pwd
 import sys
 from _stat import S_ISDIR, S_ISLNK  # stat.py is a wrapper of this C module
 
-from wgns import libc, netns, paths, state
+from wgns.engine import state
 from wgns.errors import WgnsError, suppress
+from wgns.system import libc, netns, paths
 
-# Every import here is paid by every wrapped command: no contextlib, ctypes (wgns.libc instead),
-# signal (its enum wrappers; _signal is the same functions), re, json or typing.
+# Every import here is paid by every wrapped command: no contextlib, ctypes (wgns.system.libc
+# instead), signal (its enum wrappers; _signal is the same functions), re, json or typing.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -1,6 +1,6 @@
 """`down`: undo exactly what the state record says wgns did, best effort, idempotent.
 
-Kept apart from `wgns.lifecycle` so that `wgns down` imports only what undoing needs, not the
+Kept apart from `wgns.lifecycle.up` so that `wgns down` imports only what undoing needs, not the
 profile parser, the planner and the probes.
 """
 
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import posix
 
-from wgns import log, netns, state
+from wgns import log
+from wgns.engine import state
+from wgns.engine.executor import undo_journal
+from wgns.engine.ops import RunHook
 from wgns.errors import WgnsError
-from wgns.executor import undo_journal
-from wgns.ops import RunHook
+from wgns.system import netns
 
 
 def down(ns: str) -> tuple[bool, list[str]]:

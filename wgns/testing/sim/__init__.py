@@ -1,10 +1,10 @@
 """The simulated VPN provider used by the tests and by `wgns demo`.
 
-See :mod:`wgns.sim.provider` for the topology. Servers (:mod:`wgns.sim.dnsserver`,
-:mod:`wgns.sim.echo`) are stdlib-only scripts run inside the sandbox's namespaces.
+See :mod:`wgns.testing.sim.provider` for the topology. Servers (:mod:`wgns.testing.sim.dnsserver`,
+:mod:`wgns.testing.sim.echo`) are stdlib-only scripts run inside the sandbox's namespaces.
 """
 
-from wgns.sim.provider import (
+from wgns.testing.sim.provider import (
     Capture,
     Client,
     Packet,

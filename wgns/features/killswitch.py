@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 
-from wgns import names
 from wgns.errors import WgnsError
-from wgns.frozen import frozen
+from wgns.profile.frozen import frozen
+from wgns.system import names
 
 try:  # the builtin module: hashlib would load OpenSSL first (~3 ms of every `wgns up`)
     from _sha256 import sha256  # type: ignore[import-not-found]
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-    from wgns.model import Profile
+    from wgns.profile.model import Profile
 
 FAMILY = "inet"
 SEAL_PREFIX = "wgns kill switch"
@@ -222,7 +222,7 @@ def refused(listing: str) -> int:
 
 def live(table: str, *, ns: str | None) -> str | None:
     """`nft list table inet TABLE` in namespace NS, or None when there is no such table."""
-    from wgns.ops import run
+    from wgns.engine.ops import run
 
     proc = run(["nft", "list", "table", FAMILY, table], ns=ns, check=False)
     if proc.returncode != 0:

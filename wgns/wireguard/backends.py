@@ -4,8 +4,8 @@ The userspace daemon is started in the birthplace namespace (so its UDP socket l
 foreground (``-f``) and in its own session, so that it outlives the `wgns up` that started it and
 its pid and start time identify it exactly for `down`. Its UAPI socket is
 /run/wireguard/IFNAME.sock; IFNAME is derived from (namespace, label), so sockets never clash.
-wgns configures the daemon through that socket itself (:func:`wgns.wg.uapi_set`), as `wg setconf`
-would.
+wgns configures the daemon through that socket itself (:func:`wgns.wireguard.wg.uapi_set`), as
+`wg setconf` would.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unuse
 import os
 import time
 
-from wgns import netns
+from wgns.engine.ops import proc_starttime, uapi_socket
 from wgns.errors import WgnsError
-from wgns.model import Backend
-from wgns.ops import proc_starttime, uapi_socket
+from wgns.profile.model import Backend
+from wgns.system import netns
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def start_userspace(
         import tempfile
 
         errlog = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Starting.wait
-    from wgns import spawn
+    from wgns.system import spawn
 
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -150,7 +150,7 @@ class Starting:
 
     def wait(self) -> None:
         """Until the UAPI socket answers; a WgnsError with its last words if it exits first."""
-        from wgns import spawn
+        from wgns.system import spawn
 
         sock = uapi_socket(self.ifname)
         deadline = self.started + START_TIMEOUT

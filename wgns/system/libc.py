@@ -14,7 +14,7 @@ import _ctypes as _ctypes_module
 import posix
 import sys
 
-from wgns import paths
+from wgns.system import paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -25,10 +25,9 @@ from ipaddress import (
     ip_network,
 )
 
-from wgns import netns, paths
 from wgns.errors import ConfigError
-from wgns.frozen import replace
-from wgns.model import (
+from wgns.profile.frozen import replace
+from wgns.profile.model import (
     Backend,
     Endpoint,
     Forward,
@@ -45,6 +44,7 @@ from wgns.model import (
     Proto,
     Secret,
 )
+from wgns.system import netns, paths
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ event loop thread switches to NS (``setns``) for the ``socket()`` call only and 
   without traffic; at most ``--max-sessions``, the least recently used goes first.
 * ``--from``: connections and datagrams from other sources are refused (TCP reset) or dropped.
 
-Usage (internal): ``python -m wgns.relay --ns NS --proto tcp --port P --target-port Q
+Usage (internal): ``python -m wgns.features.relay --ns NS --proto tcp --port P --target-port Q
 --listen 127.0.0.1 [--listen ::1] [--from CIDR]... [--ready-fd FD]``
 """
 
@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from wgns import netns
+from wgns.system import netns
 
 BUFSIZE = 256 * 1024
 UDP_MAX = 65535
@@ -429,7 +429,9 @@ def listen(proto: str, addr: str, port: int, backlog: int = 4096) -> socket.sock
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wgns.relay", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m wgns.features.relay", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--ns", help="the namespace to connect into (default: stay here)")
     p.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
     p.add_argument("--port", type=int, required=True, help="the port to listen on")

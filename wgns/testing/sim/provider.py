@@ -43,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from wgns.sandbox import SANDBOX_DIR, Sandbox, SandboxError
+from wgns.testing.sandbox import SANDBOX_DIR, Sandbox, SandboxError
 
 SIM_DIR = f"{SANDBOX_DIR}/sim"
 WG_PORT = 51820

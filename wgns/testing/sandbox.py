@@ -46,7 +46,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO, Any
 
-from wgns import netns
+from wgns.system import netns
 
 #: Scratch directory inside every sandbox (on its private /run tmpfs).
 SANDBOX_DIR = "/run/.sandbox"
@@ -57,7 +57,7 @@ _ETC_WORK = f"{SANDBOX_DIR}/etc-work"
 _PRIVATE_DIRS = ("/run/netns", "/run/wgns", "/run/wireguard", SANDBOX_DIR, SANDBOX_TMP)
 
 #: The checkout this module was imported from (put on PYTHONPATH of Python run inside).
-REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -351,7 +351,7 @@ class Sandbox:
         t0 = time.monotonic()
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from wgns.sandbox import _keeper_main; _keeper_main()"
+            "from wgns.testing.sandbox import _keeper_main; _keeper_main()"
         )
         keeper = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", code, REPO_ROOT],

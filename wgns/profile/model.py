@@ -1,8 +1,8 @@
 """The parsed profile: frozen data, no I/O.
 
-`wgns.config` turns a wg-quick ``.conf`` or a TOML profile into a :class:`Profile`; the planner
-turns a Profile into operations. Everything here is immutable so a plan can be computed, shown and
-compared without touching the system.
+`wgns.profile.config` turns a wg-quick ``.conf`` or a TOML profile into a :class:`Profile`; the
+planner turns a Profile into operations. Everything here is immutable so a plan can be computed,
+shown and compared without touching the system.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ipaddress import (
     IPv6Network,
 )
 
-from wgns.frozen import frozen
+from wgns.profile.frozen import frozen
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
@@ -67,7 +67,7 @@ class HookWhere(enum.Enum):
     BIRTHPLACE = "birthplace"  # where the WireGuard UDP sockets live (wg-quick's behaviour)
 
 
-# Records are @frozen (wgns.frozen), not @dataclass(frozen=True): the same behaviour without
+# Records are @frozen (wgns.profile.frozen), not @dataclass(frozen=True): the same behaviour without
 # the ~7 ms that importing dataclasses cost every `wgns up`.
 
 

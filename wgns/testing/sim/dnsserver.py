@@ -1,6 +1,6 @@
 """A small authoritative DNS server for the simulated provider (stdlib only, UDP and TCP).
 
-    python -m wgns.sim.dnsserver --listen 198.18.0.1 --listen 2001:db8::1 \\
+    python -m wgns.testing.sim.dnsserver --listen 198.18.0.1 --listen 2001:db8::1 \\
         --zone vpn.provider.test=198.18.1.2 --zone vpn.provider.test=2001:db8:1::2 --log FILE
 
 Answers A and AAAA (and ANY) from ``--zone NAME=ADDR`` records, NOERROR with no answer for
@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 
 if __package__:
-    from wgns.sim.servutil import bind_socket, json_line, parse_args
+    from wgns.testing.sim.servutil import bind_socket, json_line, parse_args
 else:  # run as a script (`python -E -s -S .../dnsserver.py`): its directory is on sys.path
     from servutil import bind_socket, json_line, parse_args  # type: ignore[import-not-found,no-redef]
 

@@ -2,7 +2,7 @@
 
 Namespaces are `ip netns`-compatible: a bind mount of the namespace at /run/netns/NAME, and
 per-namespace files under /etc/netns/NAME. Python 3.11 has no os.setns, so setns/unshare come from
-libc (wgns.libc).
+libc (wgns.system.libc).
 
 Entering a network namespace is per *thread* on Linux. :func:`entered` switches the calling thread
 and always switches back, so it is safe to use from the main thread of a short-lived command.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import errno
 import posix
 
-from wgns import libc, paths
 from wgns.errors import ConfigError, WgnsError, suppress
+from wgns.system import libc, paths
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000

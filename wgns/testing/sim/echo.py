@@ -1,6 +1,7 @@
 """The "internet" of the simulation: HTTP what-is-my-address, UDP and TCP echo (stdlib only).
 
-    python -m wgns.sim.echo [--http 80] [--echo 7] [--listen 0.0.0.0 --listen ::] [--log FILE]
+    python -m wgns.testing.sim.echo [--http 80] [--echo 7] [--listen 0.0.0.0 --listen ::]
+        [--log FILE]
 
 HTTP (any method but only GET/HEAD get a body):
 
@@ -27,7 +28,7 @@ import threading
 from collections.abc import Sequence
 
 if __package__:
-    from wgns.sim.servutil import bind_socket, json_line, parse_args
+    from wgns.testing.sim.servutil import bind_socket, json_line, parse_args
 else:  # run as a script (`python -E -s -S .../echo.py`): its directory is on sys.path
     from servutil import bind_socket, json_line, parse_args  # type: ignore[import-not-found,no-redef]
 

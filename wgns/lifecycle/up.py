@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
 
-from wgns import backend as backends
-from wgns import config, killswitch, log, names, netns, probe, state
+from wgns import log
+from wgns.engine import state
+from wgns.engine.executor import Executor, undo_journal
+from wgns.engine.ops import run
 from wgns.errors import ConfigError, WgnsError
-from wgns.executor import Executor, undo_journal
-from wgns.model import Profile
-from wgns.ops import run
-from wgns.plan import Facts, down_hooks, plan_up
+from wgns.features import killswitch
+from wgns.lifecycle import probe
+from wgns.lifecycle.plan import Facts, down_hooks, plan_up
+from wgns.profile import config
+from wgns.profile.model import Profile
+from wgns.system import names, netns
+from wgns.wireguard import backends
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -52,7 +57,7 @@ class _rollback_on_signals:
 
 
 def netns_files(profile: Profile) -> dict[str, str]:
-    from wgns.dnsfiles import dns_files
+    from wgns.features.dns import dns_files
 
     return dns_files(profile.dns, profile.dns_search, profile.name)
 
@@ -68,8 +73,9 @@ def gather_facts(profile: Profile) -> Facts:
     chosen = backends.resolve(profile.backend)
     resolved = [probe.resolve_endpoints(i, where=profile.birthplace) for i in profile.interfaces]
     openings: tuple[killswitch.Opening, ...] = ()
-    if profile.forwards or profile.allow_host:  # else wgns.forward need not even be imported
-        from wgns import forward
+    # else wgns.features.forward need not even be imported
+    if profile.forwards or profile.allow_host:
+        from wgns.features import forward
 
         openings = forward.openings(profile.name, profile.forwards, profile.allow_host)
     return Facts(
@@ -85,7 +91,7 @@ def gather_facts(profile: Profile) -> Facts:
 def _forwards_json(profile: Profile) -> list[dict[str, object]]:
     if not profile.forwards:
         return []
-    from wgns import forward
+    from wgns.features import forward
 
     return [forward.to_json(f) for f in profile.forwards]
 

@@ -1,15 +1,13 @@
 """Profile + facts about the system -> the list of operations for `up`. Pure: no I/O.
 
 Facts (does the namespace exist, which backend, endpoint addresses, MTUs) are gathered
-beforehand by `wgns.probe`, read-only, so that a profile that cannot work is refused before the
-first change.
+beforehand by `wgns.lifecycle.probe`, read-only, so that a profile that cannot work is refused
+before the first change.
 """
 
 from __future__ import annotations
 
-from wgns import killswitch, names
-from wgns.model import Interface, Profile
-from wgns.ops import (
+from wgns.engine.ops import (
     AddNetns,
     ConfigureLink,
     ConfigureWireguard,
@@ -21,6 +19,9 @@ from wgns.ops import (
     RunHook,
     WriteNetnsFiles,
 )
+from wgns.features import killswitch
+from wgns.profile.model import Interface, Profile
+from wgns.system import names
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -143,8 +144,9 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
             )
         )
     # issue 5: the profile's [[forward]]s and allow_host, once the tunnel is up
-    if profile.forwards or profile.allow_host:  # else wgns.forward need not even be imported
-        from wgns import forward
+    # else wgns.features.forward need not even be imported
+    if profile.forwards or profile.allow_host:
+        from wgns.features import forward
 
         spec = killswitch.spec_for(profile, facts.openings) if profile.kill_switch else None
         fwd = forward.plan_op(ns, profile.forwards, profile.allow_host, spec)

@@ -22,8 +22,8 @@ Two modes, both driven by one journaled operation per namespace (:class:`Forward
     listens on ``[::1]:PORT`` (or ``[::]:PORT`` for other IPv6 sources) automatically.
 
 ``relay``
-    ``python -m wgns.relay``: one asyncio process per forward, in its own session, listening in
-    the main namespace and connecting to the service on NS's loopback. No veth, no nft.
+    ``python -m wgns.features.relay``: one asyncio process per forward, in its own session,
+    listening in the main namespace and connecting to the service on NS's loopback. No veth, no nft.
 
 State: ``rec.extra["forwards"]`` lists the forwards (for ``wgns forward list``); the journal
 holds one ``forwards`` entry whose ``result`` records everything that exists (veth, pool slot,
@@ -48,11 +48,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from wgns import killswitch, log, names, netns, state
-from wgns.errors import UsageError, WgnsError
-from wgns.frozen import replace
-from wgns.model import Forward, ForwardMode, IPNetwork, Proto
-from wgns.ops import (
+from wgns import log
+from wgns.engine import state
+from wgns.engine.ops import (
     Op,
     Teardown,
     del_link,
@@ -62,6 +60,11 @@ from wgns.ops import (
     run,
     stop_process,
 )
+from wgns.errors import UsageError, WgnsError
+from wgns.features import killswitch
+from wgns.profile.frozen import replace
+from wgns.profile.model import Forward, ForwardMode, IPNetwork, Proto
+from wgns.system import names, netns
 
 POOL_ENV = "WGNS_FORWARD_POOL"
 # RFC 3927 link-local: never routed beyond a link, and each veth pair is a link of its own.
@@ -75,7 +78,7 @@ CT_MARK = 0x776E0001  # inside NS only: connections allowed over the veth
 LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
 LOOPBACK_V6 = ipaddress.IPv6Network("::1/128")
 RELAY_START_TIMEOUT = 10.0
-_PKG_PARENT = str(Path(__file__).resolve().parent.parent)
+_PKG_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,7 +559,7 @@ def relay_argv(ns: str, f: Forward, sources: Sequence[IPNetwork]) -> list[str]:
         "-I",
         "-S",
         "-c",
-        "import sys; sys.path.insert(0, sys.argv[1]); from wgns.relay import main; "
+        "import sys; sys.path.insert(0, sys.argv[1]); from wgns.features.relay import main; "
         "sys.exit(main(sys.argv[2:]))",
         _PKG_PARENT,
         "--ns",

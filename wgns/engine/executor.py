@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import posix
 
-from wgns import log, netns, state
+from wgns import log
+from wgns.engine import state
+from wgns.engine.ops import SIGKILL, Op, Teardown
 from wgns.errors import WgnsError
-from wgns.ops import SIGKILL, Op, Teardown
+from wgns.system import netns
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
 import binascii  # not base64, a wrapper that imports struct too
 
+from wgns.engine.ops import run
 from wgns.errors import WgnsError
-from wgns.frozen import frozen
-from wgns.ops import run
+from wgns.profile.frozen import frozen
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from wgns.model import Interface
+    from wgns.profile.model import Interface
 
 
 @frozen

@@ -38,8 +38,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wgns import killswitch, netns, state, wg
+from wgns.engine import state
 from wgns.errors import WgnsError
+from wgns.features import killswitch
+from wgns.system import netns
+from wgns.wireguard import wg
 
 REJECT_AFTER_TIME = 180  # seconds: WireGuard does not use a session older than this
 DEFAULT_TIMEOUT = 5.0
@@ -329,7 +332,7 @@ def check_killswitch(f: Facts) -> Result:
 
 def _foreign_tables(ns: str, ours: str) -> list[str]:
     """Other nft tables in NS, as "family name"."""
-    from wgns.ops import run
+    from wgns.engine.ops import run
 
     out = run(["nft", "list", "tables"], ns=ns, check=False)
     tables = []

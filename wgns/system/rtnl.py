@@ -207,7 +207,7 @@ def _open_socket() -> _socket.socket:
 
 def _open_netns(ns: str) -> int:
     """A descriptor of namespace NS, for IFLA_NET_NS_FD."""
-    from wgns import netns
+    from wgns.system import netns
 
     return os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
 
@@ -227,7 +227,9 @@ class Rtnl:
         if ns is None:
             self._sock = _open_socket()
         else:
-            from wgns import netns  # imported here: not needed for the caller's own namespace
+            from wgns.system import (
+                netns,  # imported here: not needed for the caller's own namespace
+            )
 
             with netns.entered(ns):
                 self._sock = _open_socket()

@@ -10,8 +10,8 @@ from _socket import AF_INET, EAI_AGAIN, SOCK_DGRAM, gaierror, getaddrinfo
 from ipaddress import ip_address
 
 from wgns.errors import WgnsError
-from wgns.frozen import replace
-from wgns.model import Endpoint, Interface, Peer
+from wgns.profile.frozen import replace
+from wgns.profile.model import Endpoint, Interface, Peer
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -44,9 +44,9 @@ def resolve_host(
         return host
     if where is None:
         return _lookup(host, port, timeout)
-    from wgns import execns
+    from wgns.system import execview
 
-    return execns.call_in_view(where, lambda: _lookup(host, port, timeout))
+    return execview.call_in_view(where, lambda: _lookup(host, port, timeout))
 
 
 def _lookup(host: str, port: int, timeout: float) -> str:
@@ -82,7 +82,8 @@ def resolve_endpoints(iface: Interface, *, where: str | None) -> Interface:
 def mtus_for(ifaces: Sequence[Interface], *, where: str | None) -> dict[str, int]:
     """wg-quick's MTU rule for interfaces without MTU=: the largest MTU of the links the
     endpoints are routed over (else of the default route's link, else 1500), minus 80.
-    Asked over netlink (wgns.rtnl) in WHERE, the namespace the tunnel's packets leave from."""
+    Asked over netlink (wgns.system.rtnl) in WHERE, the namespace the tunnel's packets leave
+    from."""
     out: dict[str, int] = {}
     need = [i for i in ifaces if i.mtu is None]
     for i in ifaces:
@@ -90,7 +91,7 @@ def mtus_for(ifaces: Sequence[Interface], *, where: str | None) -> dict[str, int
             out[i.name] = i.mtu
     if not need:
         return out
-    from wgns import rtnl
+    from wgns.system import rtnl
 
     endpoints = sorted({p.endpoint.host for i in need for p in i.peers if p.endpoint})
     routes: dict[str, tuple[str | None, int | None]] = {}
