@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 
 from wgns.errors import WgnsError
 from wgns.system import netns
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    import argparse
-    from collections.abc import Callable
 
 
 def register(
@@ -22,7 +19,9 @@ def register(
         help="bring a confined namespace up from a profile",
         description="Create a network namespace whose only way out is the profile's WireGuard "
         "tunnel. PROFILE is a wg-quick .conf or a wgns .toml path, or a NAME found as "
-        "/etc/wgns/NAME.toml or /etc/wgns/NAME.conf.",
+        "/etc/wgns/NAME.toml or /etc/wgns/NAME.conf. Of a namespace already up: nothing, "
+        "unless it is broken (its wireguard-go died, its interface or the namespace was "
+        "deleted), which is repaired.",
     )
     common(p)
     p.add_argument("profile", metavar="PROFILE")
@@ -31,17 +30,34 @@ def register(
     p.add_argument(
         "--reload",
         action="store_true",
-        help="when already up, apply key and peer changes without dropping the tunnel",
+        help="when already up, apply the profile's changes without dropping the tunnel "
+        "(peers, keys, AllowedIPs routes, addresses, MTU, DNS, kill switch, down hooks); "
+        "a change that cannot be applied in place (interfaces, birthplace, backend, forwards) "
+        "is refused by name and nothing is changed",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (one line per operation, no secrets) and change nothing",
     )
     p.set_defaults(func=cmd_up)
 
-    d = sub.add_parser("down", help="remove everything wgns created for a namespace")
+    d = sub.add_parser(
+        "down",
+        help="remove everything wgns created for a namespace",
+        description="Undo exactly what `wgns up` did: PreDown hooks, then the journal in "
+        "reverse, then PostDown hooks. A failing hook is reported (exit 1) but the teardown "
+        "completes and the hook is not run again. A namespace that is the birthplace of "
+        "another wgns namespace is refused, naming it: take that one down first.",
+    )
     common(d)
     d.add_argument("ns", metavar="NS")
     d.set_defaults(func=cmd_down)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run(args.profile, name=args.name, backend=args.backend, reload=args.reload)
     return up(args.profile, name=args.name, backend=args.backend, reload=args.reload)
 
 
@@ -49,47 +65,78 @@ def cmd_down(args: argparse.Namespace) -> int:
     return down(args.ns)
 
 
+def dry_run(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
+    from wgns.engine.plan import render
+    from wgns.lifecycle import up as lifecycle
+
+    profile = lifecycle.load(ref, name=name, backend=backend)
+    outcome, ops = lifecycle.plan(profile, reload=reload)
+    for line in render(ops):
+        print(line)
+    what = {
+        "up": "would bring it up",
+        "already up": "it is already up: nothing to do (--reload plans the profile's changes)",
+        "repaired": "it is broken: would clear its remains and bring it up again",
+        "reloaded": "would reload it",
+    }[outcome]
+    print(f"wgns: dry run for {profile.name}: {what}; nothing was changed", file=sys.stderr)
+    return 0
+
+
 def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
     from wgns.lifecycle import up as lifecycle
 
     profile = lifecycle.load(ref, name=name, backend=backend)
     result = lifecycle.up(profile, reload=reload)
-    if result.already_up:
-        what = (
-            "reloaded" if reload else "already up (nothing changed; --reload applies peer changes)"
-        )
-        print(f"wgns: {result.ns} is {what}", file=sys.stderr)
-    else:
+    ns = result.ns
+    if result.outcome == "already up":
         print(
-            f"wgns: {result.ns} is up ({result.backend}, {', '.join(result.ifnames)})",
+            f"wgns: {ns} is already up (nothing changed; --reload applies profile changes)",
             file=sys.stderr,
         )
+    elif result.outcome == "reloaded":
+        print(f"wgns: {ns} reloaded: {'; '.join(result.notes)}", file=sys.stderr)
+    else:
+        what = f"({result.backend}, {', '.join(result.ifnames)})"
+        if result.outcome == "repaired":
+            print(
+                f"wgns: {ns} was broken ({'; '.join(result.notes)}): repaired, up {what}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"wgns: {ns} is up {what}", file=sys.stderr)
     return 0
 
 
 def down(ns: str) -> int:
-    # not wgns.lifecycle.up: down needs none of up's parsing and planning
     from wgns.lifecycle import down as teardown
 
-    was_managed, errors = teardown.down(ns)
-    if not was_managed:
+    result = teardown.down(ns)
+    if not result.managed:
         if netns.exists(ns):
             print(f"wgns: {ns} is not managed by wgns; left alone", file=sys.stderr)
         else:
             print(f"wgns: {ns} is not up", file=sys.stderr)
         return 0
-    if errors:
-        for e in errors:
+    for e in result.hook_errors:
+        print(f"wgns: down {ns}: {e}", file=sys.stderr)
+    if result.errors:
+        for e in result.errors:
             print(f"wgns: down {ns}: {e}", file=sys.stderr)
         raise WgnsError(
-            f"{ns} was only partly removed ({len(errors)} error(s) above)",
+            f"{ns} was only partly removed ({len(result.errors)} error(s) above)",
             hint=f"fix them and run `wgns down {ns}` again",
         )
-    left = teardown.leftover_processes(ns)
-    if left:
+    if result.left:
         print(
-            f"wgns: note: {len(left)} process(es) still in {ns} have lost their network "
-            f"(pids {' '.join(map(str, left[:10]))})",
+            f"wgns: note: {len(result.left)} process(es) still in {ns} have lost their network "
+            f"(pids {' '.join(map(str, result.left[:10]))})",
             file=sys.stderr,
+        )
+    if result.hook_errors:
+        raise WgnsError(
+            f"{ns} is down, but {len(result.hook_errors)} hook(s) failed (above); "
+            "they will not be run again",
+            hint="fix the hook in the profile",
         )
     return 0

@@ -2,10 +2,15 @@
 
 Facts (does the namespace exist, which backend, endpoint addresses, MTUs) are gathered
 beforehand by `wgns.lifecycle.probe`, read-only, so that a profile that cannot work is refused
-before the first change.
+before the first change. The order of the plan is its safety (tests/lifecycle/test_plan.py):
+the kill switch is in place before the first address, route or link up; forwards come once the
+tunnel is up; hooks run where wg-quick runs them (PreUp before the interface exists, PostUp once
+it is up; PreDown/PostDown are journaled, as DownHook ops, for `down` to run).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from wgns.engine.ops import (
     AddNetns,
@@ -20,35 +25,32 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.features import killswitch
-from wgns.profile.model import Interface, Profile
+from wgns.lifecycle.ops import POST_DOWN, PRE_DOWN, DownHook
+from wgns.profile.model import Hook, Interface, Profile
 from wgns.system import names
+from wgns.wireguard import backends
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    from collections.abc import Callable
+# Ops that make (or remake) one wg interface: what a repair of a broken tunnel redoes
+TUNNEL_OPS = (CreateWireguard, MoveLink, ConfigureWireguard, ConfigureLink)
 
 
+@dataclass(frozen=True)
 class Facts:
-    """A plain class, not a dataclass: creating one costs ~0.5 ms of every `wgns up`."""
+    ns_exists: bool
+    backend: str  # a backend's name (wgns.wireguard.backends)
+    mtus: dict[str, int]  # interface label -> MTU to apply
+    resolved: dict[str, Interface]  # interface label -> the interface, endpoints resolved
+    netns_files: dict[str, str] = field(default_factory=dict)
+    openings: tuple[killswitch.Opening, ...] = ()
 
-    __slots__ = ("backend", "mtus", "netns_files", "ns_exists", "openings", "resolved")
 
-    def __init__(
-        self,
-        *,
-        ns_exists: bool,
-        backend: str,  # "kernel" | "userspace"
-        mtus: dict[str, int],  # interface label -> MTU to apply
-        resolved: dict[str, Interface],  # interface label -> the interface, endpoints resolved
-        netns_files: dict[str, str] | None = None,
-        openings: tuple[killswitch.Opening, ...] = (),
-    ) -> None:
-        self.ns_exists = ns_exists
-        self.backend = backend
-        self.mtus = mtus
-        self.resolved = resolved
-        self.netns_files: dict[str, str] = {} if netns_files is None else netns_files
-        self.openings = openings
+def moves_device(backend: str) -> bool:
+    """The backend's device is born in the birthplace and moved into the namespace (userspace),
+    not created inside it from the birthplace (kernel)."""
+    found = getattr(backends, "get", None)
+    if found is not None:
+        return bool(found(backend).moves_device)
+    return backend != "kernel"  # until wgns.wireguard.backends has its objects
 
 
 def routes_for(iface: Interface) -> list[list[str | int | None]]:
@@ -74,80 +76,124 @@ def _without_replace_prelude(rules: str) -> str:
     )
 
 
-def plan_up(profile: Profile, facts: Facts) -> list[Op]:
+def kill_switch_op(profile: Profile, facts: Facts, *, fresh: bool) -> NftTable:
+    """The kill switch table; FRESH: in a namespace this plan creates (nothing to replace)."""
     ns = profile.name
-    bp = profile.birthplace
-    ops: list[Op] = []
+    table = names.nft_table(ns)
     ifnames = [names.wg_ifname(ns, i.name) for i in profile.interfaces]
+    rules = killswitch.ruleset(table, ifnames, ipv6=profile.has_ipv6, openings=facts.openings)
+    if fresh:
+        rules = _without_replace_prelude(rules)
+    return NftTable(ns=ns, family=killswitch.FAMILY, table=table, ruleset=rules)
 
-    def create(ifname: str) -> CreateWireguard:
-        return CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=bp, target=ns)
 
-    # wireguard-go takes ~4 ms to answer; started first, it comes up while the namespace and its
-    # files are made (the executor runs those beside it; see docs/architecture.md, Executor).
-    # Not when PreUp hooks must run before the interface exists (wg-quick's order), nor for the
-    # kernel's device, which is created inside the namespace.
-    early = facts.backend == "userspace" and not any(
-        h.when.value == "pre-up" for i in profile.interfaces for h in (*profile.hooks, *i.hooks)
-    )
-    if early:
-        ops.extend(create(ifname) for ifname in ifnames)
-    if not facts.ns_exists:
-        ops.append(AddNetns(ns=ns))
-    kill_switch = None
-    if profile.kill_switch:
-        table = names.nft_table(ns)
-        rules = killswitch.ruleset(table, ifnames, ipv6=profile.has_ipv6, openings=facts.openings)
-        if not facts.ns_exists:
-            rules = _without_replace_prelude(rules)
-        kill_switch = NftTable(ns=ns, family=killswitch.FAMILY, table=table, ruleset=rules)
-        if not early:
-            ops.append(kill_switch)
-    if facts.netns_files:
-        ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
+def _hooks_of(profile: Profile, iface: Interface) -> tuple[Hook, ...]:
+    """IFACE's own hooks, and the profile's on the first interface (run once)."""
+    return (*iface.hooks, *(profile.hooks if iface is profile.interfaces[0] else ()))
 
-    def hooks(when: str, iface: Interface, ifname: str) -> list[Op]:
-        out: list[Op] = []
-        for h in (*profile.hooks, *iface.hooks):
-            if h.when.value == when and (h in iface.hooks or iface is profile.interfaces[0]):
-                where = ns if h.where.value == "inside" else bp
-                out.append(RunHook(when=when, command=h.command, ns=where, ifname=ifname))
-        return out
 
-    for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
-        ops.extend(hooks("pre-up", iface, ifname))
-        if not early:
-            ops.append(create(ifname))
-        kernel = facts.backend == "kernel"  # a kernel device is created inside ns directly
-        if not kernel:  # moved while the daemon is configured (see MoveLink.apply)
-            ops.append(MoveLink(ifname=ifname, source=bp, target=ns))
-        first = iface is profile.interfaces[0]
-        if early and first and kill_switch is not None:
-            # nft then runs during the move's kernel wait, not while the daemon starts; it is
-            # in place before anything can carry a packet (ConfigureLink waits for it)
-            ops.append(kill_switch)
-        cfg = ConfigureWireguard(
+def _where(profile: Profile, hook: Hook) -> str | None:
+    return profile.name if hook.where.value == "inside" else profile.birthplace
+
+
+def run_hooks(profile: Profile, when: str, iface: Interface) -> list[Op]:
+    ifname = names.wg_ifname(profile.name, iface.name)
+    return [
+        RunHook(when=when, command=h.command, ns=_where(profile, h), ifname=ifname)
+        for h in _hooks_of(profile, iface)
+        if h.when.value == when
+    ]
+
+
+def down_hooks(profile: Profile) -> list[Op]:
+    """The PreDown/PostDown commands, as journal data for `down` (the profile may change)."""
+    out: list[Op] = []
+    for iface in profile.interfaces:
+        ifname = names.wg_ifname(profile.name, iface.name)
+        for h in _hooks_of(profile, iface):
+            if h.when.value in (PRE_DOWN, POST_DOWN):
+                out.append(
+                    DownHook(
+                        when=h.when.value, command=h.command, ns=_where(profile, h), ifname=ifname
+                    )
+                )
+    return out
+
+
+def tunnel_ops(profile: Profile, facts: Facts, iface: Interface, *, fresh: bool) -> list[Op]:
+    """The ops making IFACE's device (not its creation when it is started early, see plan_up)
+    up to its link state; FRESH: the namespace is created by this plan (lo is brought up with
+    the first interface's link)."""
+    ns = profile.name
+    ifname = names.wg_ifname(ns, iface.name)
+    moved = moves_device(facts.backend)
+    ops: list[Op] = []
+    if moved:  # moved while the daemon is configured (see MoveLink.apply)
+        ops.append(MoveLink(ifname=ifname, source=profile.birthplace, target=ns))
+    ops.append(
+        ConfigureWireguard(
             ifname=ifname,
-            ns=ns if kernel else bp,
+            ns=profile.birthplace if moved else ns,
             backend=facts.backend,
             peers=len(iface.peers),
             config=facts.resolved[iface.name],
         )
-        ops.append(cfg)
-        if first and facts.ns_exists:
-            ops.append(LinkUp(ns=ns, ifname="lo"))
-        ops.append(
-            ConfigureLink(
-                ns=ns,
-                ifname=ifname,
-                addresses=[a.with_prefixlen for a in iface.addresses],
-                mtu=facts.mtus[iface.name],
-                routes=routes_for(iface),
-                lo_up=first and not facts.ns_exists,
-            )
+    )
+    ops.append(
+        ConfigureLink(
+            ns=ns,
+            ifname=ifname,
+            addresses=[a.with_prefixlen for a in iface.addresses],
+            mtu=facts.mtus[iface.name],
+            routes=routes_for(iface),
+            lo_up=fresh and iface is profile.interfaces[0],
         )
+    )
+    return ops
+
+
+def create_op(profile: Profile, facts: Facts, iface: Interface) -> CreateWireguard:
+    return CreateWireguard(
+        ifname=names.wg_ifname(profile.name, iface.name),
+        backend=facts.backend,
+        birthplace=profile.birthplace,
+        target=profile.name,
+    )
+
+
+def plan_up(profile: Profile, facts: Facts) -> list[Op]:
+    ns = profile.name
+    ops: list[Op] = []
+    fresh = not facts.ns_exists
+    # wireguard-go takes ~4 ms to answer; started first, it comes up while the namespace and its
+    # files are made (the executor runs those beside it; see docs/architecture.md, Executor).
+    # Not when PreUp hooks must run before the interface exists (wg-quick's order), nor for the
+    # kernel's device, which is created inside the namespace.
+    early = moves_device(facts.backend) and not any(
+        h.when.value == "pre-up" for i in profile.interfaces for h in _hooks_of(profile, i)
+    )
+    if early:
+        ops.extend(create_op(profile, facts, i) for i in profile.interfaces)
+    if fresh:
+        ops.append(AddNetns(ns=ns))
+    kill_switch = kill_switch_op(profile, facts, fresh=fresh) if profile.kill_switch else None
+    if kill_switch is not None and not early:
+        ops.append(kill_switch)
+    if facts.netns_files:
+        ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
+    for iface in profile.interfaces:
+        ops.extend(run_hooks(profile, "pre-up", iface))
+        if not early:
+            ops.append(create_op(profile, facts, iface))
+        made = tunnel_ops(profile, facts, iface, fresh=fresh)
+        if early and iface is profile.interfaces[0] and kill_switch is not None:
+            # nft then runs during the move's kernel wait, not while the daemon starts; it is
+            # in place before anything can carry a packet (ConfigureLink waits for it)
+            made.insert(1, kill_switch)
+        if facts.ns_exists and iface is profile.interfaces[0]:
+            made.insert(-1, LinkUp(ns=ns, ifname="lo"))
+        ops.extend(made)
     # issue 5: the profile's [[forward]]s and allow_host, once the tunnel is up
-    # else wgns.features.forward need not even be imported
     if profile.forwards or profile.allow_host:
         from wgns.features import forward
 
@@ -155,24 +201,7 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         fwd = forward.plan_op(ns, profile.forwards, profile.allow_host, spec)
         if fwd is not None:
             ops.append(fwd)
-    for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
-        ops.extend(hooks("post-up", iface, ifname))
-    return ops
-
-
-def down_hooks(profile: Profile) -> list[dict[str, str | None]]:
-    """PreDown/PostDown commands as stored in the state record (the profile may change later)."""
-    out: list[dict[str, str | None]] = []
     for iface in profile.interfaces:
-        ifname = names.wg_ifname(profile.name, iface.name)
-        for h in (*iface.hooks, *(profile.hooks if iface is profile.interfaces[0] else ())):
-            if h.when.value in ("pre-down", "post-down"):
-                where = profile.name if h.where.value == "inside" else profile.birthplace
-                out.append(
-                    {"when": h.when.value, "command": h.command, "ns": where, "ifname": ifname}
-                )
-    return out
-
-
-if TYPE_CHECKING:
-    Planner = Callable[[Profile, Facts], list[Op]]
+        ops.extend(run_hooks(profile, "post-up", iface))
+    ops.extend(down_hooks(profile))
+    return ops

@@ -17,6 +17,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from wgns.engine.state import Record
+    from wgns.profile.model import Profile
+
 DEFAULT_MTU = 1500
 WG_OVERHEAD = 80  # IPv6 (40) + UDP (8) + WireGuard (32): wg-quick's margin
 RESOLVE_TIMEOUT = float(os.environ.get("WGNS_RESOLVE_TIMEOUT", "15"))
@@ -119,4 +122,89 @@ def mtus_for(ifaces: Sequence[Interface], *, where: str | None) -> dict[str, int
         if mtu == 0 and default:
             mtu = route_mtu(default[0])
         out[i.name] = (mtu or DEFAULT_MTU) - WG_OVERHEAD
+    return out
+
+
+def leftovers(profile: Profile) -> list[str]:
+    """What is in the way of a fresh `up` of PROFILE when NS has no record: things with the
+    names this `up` would make (a tunnel whose record was deleted by hand, say). Each is one
+    line saying what exists and how to remove it; `up` refuses before touching anything, so
+    that its rollback can never delete what it did not make."""
+    from wgns.engine.ops import link_exists
+    from wgns.features import killswitch
+    from wgns.system import names, netns
+    from wgns.wireguard.uapi import uapi_socket
+
+    ns = profile.name
+    ns_exists = netns.exists(ns)
+    found: list[str] = []
+    places = [profile.birthplace, *([ns] if ns_exists else [])]
+    for iface in profile.interfaces:
+        ifname = names.wg_ifname(ns, iface.name)
+        for where in places:
+            if link_exists(ifname, ns=where):
+                ip = f"ip -n {where}" if where else "ip"
+                place = f"namespace {where}" if where else "this namespace"
+                found.append(
+                    f"interface {ifname} already exists in {place}: `{ip} link del {ifname}`"
+                )
+        sock = uapi_socket(ifname)
+        if os.path.exists(sock) and _listening(sock):
+            found.append(
+                f"a wireguard-go serving {ifname} is running ({sock}): stop it "
+                "(`ps -C wireguard-go -o pid,args` shows its pid)"
+            )
+    if ns_exists and profile.kill_switch:
+        table = names.nft_table(ns)
+        if killswitch.live(table, ns=ns) is not None:
+            found.append(
+                f"nft table {killswitch.FAMILY} {table} already exists in {ns}: "
+                f"`ip netns exec {ns} nft delete table {killswitch.FAMILY} {table}`"
+            )
+    return found
+
+
+def _listening(sock: str) -> bool:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(sock)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def broken(rec: Record) -> tuple[bool, list[str]]:
+    """What is wrong with NS, recorded as up: (is its namespace gone, the problems as lines).
+    No problems: it is up as recorded."""
+    from wgns.engine.ops import CreateWireguard, link_exists
+    from wgns.system import netns
+    from wgns.system.processes import process_alive
+
+    if not netns.exists(rec.ns):
+        return True, [f"namespace {rec.ns} does not exist any more (deleted by hand?)"]
+    problems = []
+    for op in rec.find(CreateWireguard):
+        pid = int(op.result.get("pid", 0))
+        if pid and not process_alive(pid, op.result.get("starttime")):
+            problems.append(f"wireguard-go for {op.ifname} (pid {pid}) is not running")
+        elif not link_exists(op.ifname, ns=rec.ns):
+            problems.append(f"interface {op.ifname} is missing from {rec.ns}")
+    return False, problems
+
+
+def broken_ifnames(rec: Record) -> list[str]:
+    """The recorded wg interfaces whose device is gone or whose daemon died."""
+    from wgns.engine.ops import CreateWireguard, link_exists
+    from wgns.system.processes import process_alive
+
+    out = []
+    for op in rec.find(CreateWireguard):
+        pid = int(op.result.get("pid", 0))
+        dead = pid and not process_alive(pid, op.result.get("starttime"))
+        if dead or not link_exists(op.ifname, ns=rec.ns):
+            out.append(op.ifname)
     return out

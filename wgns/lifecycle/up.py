@@ -1,37 +1,39 @@
-"""`up`, `down` and `--reload`: validate, plan, execute, record."""
+"""`up`: validate, plan, execute, record; and of a namespace already up: nothing, a repair of
+what is broken, or (`--reload`) the plan of wgns.lifecycle.reload."""
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
 
 from wgns import log
 from wgns.engine import state
 from wgns.engine.executor import Executor, undo_journal
-from wgns.engine.ops import run
+from wgns.engine.ops import Op
 from wgns.errors import ConfigError, WgnsError
 from wgns.features import killswitch
 from wgns.lifecycle import probe
-from wgns.lifecycle.plan import Facts, down_hooks, plan_up
+from wgns.lifecycle.ops import ReconfigureLink, SyncWireguard
+from wgns.lifecycle.plan import TUNNEL_OPS, Facts, create_op, plan_up, tunnel_ops
 from wgns.profile import config
 from wgns.profile.model import Profile
 from wgns.system import names, netns
 from wgns.wireguard import backends
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    from types import FrameType
 
-
+@dataclass(frozen=True)
 class UpResult:
-    """What `up` did. A plain class: a dataclass costs ~0.5 ms of start-up to create."""
+    """What `up` did: OUTCOME is "up", "already up", "repaired" or "reloaded"; NOTES say what
+    was broken (repaired) or what changed (reloaded)."""
 
-    __slots__ = ("already_up", "backend", "ifnames", "ns")
-
-    def __init__(self, ns: str, already_up: bool, backend: str, ifnames: tuple[str, ...]) -> None:
-        self.ns = ns
-        self.already_up = already_up
-        self.backend = backend
-        self.ifnames = ifnames
+    ns: str
+    outcome: str
+    backend: str
+    ifnames: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 class Terminated(BaseException):
@@ -42,18 +44,15 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
-class _rollback_on_signals:
-    """SIGTERM and SIGHUP raise Terminated in the block. _signal, not signal: the latter builds
-    its enums at import, and contextlib is not needed for two handlers."""
-
-    def __enter__(self) -> None:
-        self.old = {
-            s: _signal.signal(s, _raise_terminated) for s in (_signal.SIGTERM, _signal.SIGHUP)
-        }
-
-    def __exit__(self, *exc_info: object) -> None:
-        for s, h in self.old.items():
-            _signal.signal(s, h)
+@contextmanager
+def _rollback_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated in the block, so that the executor rolls back."""
+    old = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def netns_files(profile: Profile) -> dict[str, str]:
@@ -73,7 +72,6 @@ def gather_facts(profile: Profile) -> Facts:
     chosen = backends.resolve(profile.backend)
     resolved = [probe.resolve_endpoints(i, where=profile.birthplace) for i in profile.interfaces]
     openings: tuple[killswitch.Opening, ...] = ()
-    # else wgns.features.forward need not even be imported
     if profile.forwards or profile.allow_host:
         from wgns.features import forward
 
@@ -88,7 +86,7 @@ def gather_facts(profile: Profile) -> Facts:
     )
 
 
-def _forwards_json(profile: Profile) -> list[dict[str, object]]:
+def forwards_json(profile: Profile) -> list[dict[str, object]]:
     if not profile.forwards:
         return []
     from wgns.features import forward
@@ -96,7 +94,30 @@ def _forwards_json(profile: Profile) -> list[dict[str, object]]:
     return [forward.to_json(f) for f in profile.forwards]
 
 
+def interfaces_json(profile: Profile, facts: Facts) -> list[dict[str, object]]:
+    return [
+        {
+            "label": i.name,
+            "ifname": names.wg_ifname(profile.name, i.name),
+            "addresses": [a.with_prefixlen for a in i.addresses],
+            "mtu": facts.mtus[i.name],
+        }
+        for i in profile.interfaces
+    ]
+
+
+def ipv6_mode(profile: Profile) -> str:
+    return "tunnelled" if profile.has_ipv6 else ("blocked" if profile.kill_switch else "open")
+
+
 def _new_record(profile: Profile, facts: Facts) -> state.Record:
+    extra: dict[str, object] = {
+        "nft_table": names.nft_table(profile.name),
+        "forwards": forwards_json(profile),
+        "allow_host": list(profile.allow_host),
+    }
+    if profile.kill_switch:  # what `wgns check` renders the expected kill switch table from
+        extra["killswitch"] = killswitch.spec_for(profile, facts.openings).to_json()
     return state.Record(
         ns=profile.name,
         created_ns=not facts.ns_exists,
@@ -105,39 +126,19 @@ def _new_record(profile: Profile, facts: Facts) -> state.Record:
         phase="starting",
         birthplace=profile.birthplace,
         birthplace_inode=netns.inode_of(profile.birthplace),
-        interfaces=[
-            {
-                "label": i.name,
-                "ifname": names.wg_ifname(profile.name, i.name),
-                "addresses": [a.with_prefixlen for a in i.addresses],
-                "mtu": facts.mtus[i.name],
-            }
-            for i in profile.interfaces
-        ],
-        ipv6="tunnelled" if profile.has_ipv6 else ("blocked" if profile.kill_switch else "open"),
+        interfaces=interfaces_json(profile, facts),
+        ipv6=ipv6_mode(profile),
         kill_switch=profile.kill_switch,
-        extra={
-            "down_hooks": down_hooks(profile),
-            "nft_table": names.nft_table(profile.name),
-            "forwards": _forwards_json(profile),
-            # what `wgns check` renders the expected kill switch table from
-            **(
-                {"killswitch": killswitch.spec_for(profile, facts.openings).to_json()}
-                if profile.kill_switch
-                else {}
-            ),
-        },
+        extra=extra,
     )
 
 
-def up(profile: Profile, *, reload: bool = False) -> UpResult:
-    ns = profile.name
-    ifnames = tuple(names.wg_ifname(ns, i.name) for i in profile.interfaces)
+def _warn(profile: Profile) -> None:
     if not profile.kill_switch:
         log.warning(
             "wgns: WARNING: kill switch disabled for %s: if the tunnel fails, traffic leaves "
             "without it",
-            ns,
+            profile.name,
         )
     for iface in profile.interfaces:
         if iface.save_config:  # wg-quick would rewrite the file at `down`: say that we will not
@@ -146,18 +147,74 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
                 "(`wg showconf` inside the namespace shows the running configuration)",
                 iface.name,
             )
+
+
+def _refuse_leftovers(profile: Profile) -> None:
+    found = probe.leftovers(profile)
+    if found:
+        ns = profile.name
+        raise WgnsError(
+            f"{ns} has no wgns record ({state.path_of(ns)}) but what its `up` would create "
+            f"exists already (a tunnel whose record was removed by hand?): {'; '.join(found)}",
+            hint="remove those (the commands above), then run `wgns up` again",
+        )
+
+
+def plan(profile: Profile, *, reload: bool = False) -> tuple[str, list[Op]]:
+    """What `up` (RELOAD: `up --reload`) of PROFILE would do, read-only: (the outcome it would
+    have, its ops). The namespace broken: the plan of a fresh `up` after clearing its remains."""
+    from wgns.lifecycle import reload as reloading
+
+    rec = state.load(profile.name)
+    if rec is not None and rec.phase == "up":
+        _, problems = probe.broken(rec)
+        if problems:
+            return "repaired", plan_up(profile, gather_facts(profile))
+        if not reload:
+            return "already up", []
+        return "reloaded", reloading.plan_reload(profile, rec, gather_facts(profile)).ops
+    if rec is None:
+        _refuse_leftovers(profile)
+    return "up", plan_up(profile, gather_facts(profile))
+
+
+def up(profile: Profile, *, reload: bool = False) -> UpResult:
+    ns = profile.name
+    ifnames = tuple(names.wg_ifname(ns, i.name) for i in profile.interfaces)
+    _warn(profile)
     with state.locked(ns) as lock:
         rec = state.load(ns)
+        notes: tuple[str, ...] = ()
         if rec is not None and rec.phase == "up":
-            if reload:
-                _reload(profile, rec)
-            return UpResult(ns, True, rec.backend, tuple(i["ifname"] for i in rec.interfaces))
+            gone, problems = probe.broken(rec)
+            if not problems:
+                if not reload:
+                    return UpResult(ns, "already up", rec.backend, _recorded_ifnames(rec))
+                from wgns.lifecycle import reload as reloading
+
+                changes = reloading.reload(profile, rec, gather_facts(profile))
+                return UpResult(ns, "reloaded", rec.backend, _recorded_ifnames(rec), changes)
+            notes = tuple(problems)
+            if not gone:
+                repair_tunnels(profile, rec, probe.broken_ifnames(rec))
+                if reload:
+                    from wgns.lifecycle import reload as reloading
+
+                    notes += reloading.reload(profile, rec, gather_facts(profile))
+                return UpResult(ns, "repaired", rec.backend, _recorded_ifnames(rec), notes)
+            # the namespace was deleted: nothing inside can be alive; clear and start again
         if rec is not None:
-            log.info("wgns: %s: cleaning up after an interrupted run", ns)
+            what = "its remains" if notes else "an interrupted run"
+            log.info("wgns: %s: cleaning up %s", ns, what)
             errors = undo_journal(rec)
             if errors:
-                raise WgnsError(f"cannot clean up the interrupted run of {ns}: {'; '.join(errors)}")
+                raise WgnsError(
+                    f"cannot clean up what is left of {ns}: {'; '.join(errors)}",
+                    hint=f"fix that, then `wgns down {ns}`",
+                )
             state.remove(ns)
+        else:
+            _refuse_leftovers(profile)
         try:
             facts = gather_facts(profile)
         except BaseException:
@@ -174,29 +231,49 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
                 raise
             record.phase = "up"
             state.save(record)
-    return UpResult(ns, False, facts.backend, ifnames)
+    return UpResult(ns, "repaired" if notes else "up", facts.backend, ifnames, notes)
 
 
-def _reload(profile: Profile, rec: state.Record) -> None:
-    """Apply key and peer changes without dropping the tunnel (`wg syncconf`)."""
-    known = {i["label"]: i for i in rec.interfaces}
-    if set(known) != {i.name for i in profile.interfaces}:
+def _recorded_ifnames(rec: state.Record) -> tuple[str, ...]:
+    return tuple(str(i["ifname"]) for i in rec.interfaces)
+
+
+def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> None:
+    """Remake the wg interfaces BROKEN (daemon dead, device deleted) of REC's namespace, in
+    place: the namespace, its kill switch (which names the interfaces, so it holds the new
+    ones too), its files and the processes inside stay."""
+    ns = rec.ns
+    by_ifname = {names.wg_ifname(ns, i.name): i for i in profile.interfaces}
+    missing = [i for i in broken if i not in by_ifname]
+    if missing:
         raise WgnsError(
-            f"{rec.ns}: the profile's interfaces changed; --reload applies peer changes only",
-            hint=f"wgns down {rec.ns} && wgns up ...",
+            f"{ns} is broken ({', '.join(missing)}) and the profile has no such interface",
+            hint=f"wgns down {ns} && wgns up {profile.source}",
         )
-    for iface in profile.interfaces:
-        entry = known[iface.name]
-        if [a.with_prefixlen for a in iface.addresses] != entry["addresses"]:
-            log.warning("wgns: %s: addresses changed; they apply at the next up", iface.name)
-        resolved = probe.resolve_endpoints(iface, where=rec.birthplace)
-        where = rec.ns if rec.backend == "kernel" else None
-        log.debug("[#] wg syncconf %s /dev/stdin", entry["ifname"])
-        run(
-            ["wg", "syncconf", entry["ifname"], "/dev/stdin"],
-            input=config.wg_setconf_text(resolved),
-            ns=where,
+    ex = Executor(rec)
+    remakes = (*TUNNEL_OPS, ReconfigureLink, SyncWireguard)
+    errors = ex.undo_where(
+        lambda op: isinstance(op, remakes) and getattr(op, "ifname", None) in broken
+    )
+    if errors:
+        raise WgnsError(
+            f"cannot clear the broken tunnel of {ns}: {'; '.join(errors)}",
+            hint=f"wgns down {ns} && wgns up {profile.source}",
         )
+    facts = gather_facts(profile)
+    ops: list[Op] = []
+    for ifname in broken:
+        iface = by_ifname[ifname]
+        ops.append(create_op(profile, facts, iface))
+        ops.extend(tunnel_ops(profile, facts, iface, fresh=False))
+    with _rollback_on_signals():
+        ex.apply_all(ops)
+    for entry in rec.interfaces:
+        if entry["ifname"] in broken:
+            iface = by_ifname[entry["ifname"]]
+            entry["addresses"] = [a.with_prefixlen for a in iface.addresses]
+            entry["mtu"] = facts.mtus[iface.name]
+    state.save(rec)
 
 
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:

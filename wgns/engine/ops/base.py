@@ -19,7 +19,12 @@ from typing import Any, ClassVar
 from wgns.errors import WgnsError
 
 # Op kinds defined outside wgns.engine.ops, imported only when a journal names them
-KIND_MODULES: dict[str, str] = {"forwards": "wgns.features.forward"}
+KIND_MODULES: dict[str, str] = {
+    "forwards": "wgns.features.forward",
+    **dict.fromkeys(
+        ("down_hook", "link_reconfig", "wg_sync", "nft_replace"), "wgns.lifecycle.ops"
+    ),
+}
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more
 RETIRED_KINDS: dict[str, str] = {

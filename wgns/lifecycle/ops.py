@@ -1,0 +1,159 @@
+"""The ops the lifecycle adds to the core ones: down hooks as journal data, and the changes of
+`up --reload` (a link reconfigured, peers synced, the kill switch replaced).
+
+Each is journaled and undone like any other op (wgns.engine.ops.base); their kinds are named in
+KIND_MODULES so that `down` can read a journal that holds them.
+
+PreDown/PostDown: `up` journals one :class:`DownHook` per command of the profile, so `down` runs
+exactly what the profile said when it was brought up (or last reloaded), and a failing hook is
+the error of one op, not of the whole teardown. Its apply does nothing; its undo runs the
+command (`down` undoes the PreDown ones first, then the rest, then the PostDown ones:
+wg-quick's order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wgns import log
+from wgns.engine.ops import Context, NftTable, Op, RunHook, ip_batch, link_exists
+from wgns.profile.model import Interface
+from wgns.system import netns
+from wgns.system.tools import run
+
+PRE_DOWN = "pre-down"
+POST_DOWN = "post-down"
+
+
+@dataclass(kw_only=True)
+class DownHook(Op):
+    kind = "down_hook"
+    when: str  # PRE_DOWN | POST_DOWN
+    command: str
+    ns: str | None  # where it runs (None: where wgns runs)
+    ifname: str
+
+    def describe(self) -> str:
+        where = f" in {self.ns}" if self.ns else ""
+        return f"at down, {self.when}{where}: {self.command.replace('%i', self.ifname)}"
+
+    def apply(self, ctx: Context) -> None:
+        """Nothing now: the hook runs at `down` (see undo)."""
+
+    def undo(self, ctx: Context) -> None:
+        if self.ns is not None and not netns.exists(self.ns):
+            log.warning(
+                "wgns: %s hook skipped, namespace %s is gone: %s", self.when, self.ns, self.command
+            )
+            return
+        RunHook(when=self.when, command=self.command, ns=self.ns, ifname=self.ifname).apply(ctx)
+
+
+def down_hooks_of(when: str) -> Callable[[Op], bool]:
+    """A selector for Executor.undo_where: the DownHooks of WHEN."""
+    return lambda op: isinstance(op, DownHook) and op.when == when
+
+
+def _route_line(verb: str, route: list[Any], ifname: str) -> str:
+    prefix, table = route
+    return f"route {verb} {prefix} dev {ifname}" + (f" table {table}" if table is not None else "")
+
+
+@dataclass(kw_only=True)
+class ReconfigureLink(Op):
+    """A wg interface's addresses, MTU and routes changed from BEFORE to AFTER (each a dict with
+    "addresses", "mtu", "routes" as ConfigureLink has them); undo puts BEFORE back."""
+
+    kind = "link_reconfig"
+    ns: str
+    ifname: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    def lines(self, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+        """`ip` lines taking the link from OLD to NEW: what goes first, so that nothing of OLD
+        outlives the change (a narrowed AllowedIPs' default route), then what comes."""
+        gone_routes = [r for r in old["routes"] if r not in new["routes"]]
+        new_routes = [r for r in new["routes"] if r not in old["routes"]]
+        out = [_route_line("del", r, self.ifname) for r in gone_routes]
+        out += [
+            f"address del {a} dev {self.ifname}"
+            for a in old["addresses"]
+            if a not in new["addresses"]
+        ]
+        out += [
+            f"address add {a} dev {self.ifname}"
+            for a in new["addresses"]
+            if a not in old["addresses"]
+        ]
+        if old["mtu"] != new["mtu"]:
+            out.append(f"link set dev {self.ifname} mtu {new['mtu']}")
+        out += [_route_line("replace", r, self.ifname) for r in new_routes]
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(f"ip -n {self.ns} {line}" for line in self.lines(self.before, self.after))
+
+    def apply(self, ctx: Context) -> None:
+        ip_batch(self.lines(self.before, self.after), ns=self.ns)
+
+    def undo(self, ctx: Context) -> None:
+        if self.ns in ctx.doomed or not link_exists(self.ifname, ns=self.ns):
+            return  # the link's addresses and routes went with it
+        # best effort back to BEFORE: a line may fail if APPLY stopped half way, so one by one
+        for line in self.lines(self.after, self.before):
+            run(["ip", "-n", self.ns, *line.split()], check=False)
+
+
+@dataclass(kw_only=True)
+class SyncWireguard(Op):
+    """Keys and peers of a running device replaced by the profile's, without dropping the
+    sessions of peers that stay (`wg syncconf`, the config on stdin; for wireguard-go `wg`
+    talks to its UAPI socket). ``config`` is never journaled; undo cannot restore old keys
+    (never recorded) and does nothing: the device goes at `down`."""
+
+    kind = "wg_sync"
+    ifname: str
+    ns: str  # where the device is (its UAPI socket is found from any namespace)
+    peers: int = 0
+    config: Interface | None = field(default=None, repr=False, metadata={"journal": False})
+
+    def describe(self) -> str:
+        return f"wg syncconf {self.ifname} ({self.peers} peer(s), keys not shown)"
+
+    def apply(self, ctx: Context) -> None:
+        from wgns.errors import WgnsError
+        from wgns.profile import config as conf
+
+        if self.config is None:
+            raise WgnsError(f"syncing {self.ifname} needs its interface (never journaled)")
+        proc = run(
+            ["wg", "syncconf", self.ifname, "/dev/stdin"],
+            input=conf.wg_setconf_text(self.config),
+            ns=self.ns,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise WgnsError(
+                f"cannot apply the peers and keys to {self.ifname}: {proc.stderr.strip()}",
+                hint=f"`wgns status {ctx.ns}`; `wgns up` repairs a broken tunnel",
+            )
+
+
+@dataclass(kw_only=True)
+class ReplaceNftTable(NftTable):
+    """The kill switch table replaced atomically by RULESET (which deletes the old table first);
+    undo loads PREVIOUS back the same way, so that a failed reload leaves the old kill switch,
+    never none."""
+
+    kind = "nft_replace"
+    previous: str
+
+    def undo(self, ctx: Context) -> None:
+        if self.ns is not None and (self.ns in ctx.doomed or not netns.exists(self.ns)):
+            return
+        t = f"{self.family} {self.table}"
+        replace = f"table {t} {{}}\ndelete table {t}\n"
+        run(["nft", "-f", "-"], input=replace + self.previous, ns=self.ns)
