@@ -1,7 +1,7 @@
 """`wgns up` + `wgns down` against the hand-written sequence of the WireGuard netns page.
 
-Both run in the same private sandbox, in the same run, with the same backend, against the same
-simulated provider, interleaved round by round so that machine noise hits both alike:
+All run in the same private sandbox, in the same run, with the same backend, against the same
+simulated provider, interleaved round by round so that machine noise hits them alike:
 
     hand:  ip netns add NS; ip link add IF type wireguard (userspace: wireguard-go IF);
            wg setconf IF CONF; ip link set IF netns NS; ip -n NS addr add ADDR dev IF;
@@ -11,8 +11,14 @@ simulated provider, interleaved round by round so that machine noise hits both a
            (which also validates the profile, computes the MTU, installs the kill switch,
            writes resolv.conf/hosts/nsswitch.conf, and journals every step)
 
-Then brings 50 namespaces up one after another and reports whether the time per namespace stays
-flat. Usage (as root): python3 bench/bench_updown.py [--rounds N] [--many N] [--json FILE]
+wgns is started two ways, both running this checkout: the launcher scripts/install.sh installs
+(`python3 -I -S`, no site-packages), and the console script of a plain `pip install`
+(the venv's `bin/wgns`, with site-packages; PYTHONPATH points it at this checkout). The budget
+(issue 12) is the launcher's up+down at most 1.2x the hand sequence.
+
+Then brings 50 namespaces up one after another (launcher) and reports whether the time per
+namespace stays flat. Usage (as root, with the venv's python so that its bin/wgns is found):
+    .venv/bin/python bench/bench_updown.py [--rounds N] [--many N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -20,20 +26,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from wgns.testing.sandbox import Sandbox
-from wgns.testing.sim.provider import build_provider
-from wgns.wireguard import backends
+from wgns.testing.sandbox import Sandbox  # noqa: E402
+from wgns.testing.sim.provider import build_provider  # noqa: E402
+from wgns.wireguard import backends  # noqa: E402
 
 WORK = Path("/run/wgns-bench")  # inside the sandbox's private /run
+BUDGET = 1.2
 
 HAND_UP = """set -e
 ip netns add "$NS"
@@ -49,10 +56,27 @@ ip -n "$NS" link del "$IF"
 ip netns del "$NS"
 """
 
+# what scripts/install.sh writes to /usr/local/bin/wgns, for this checkout
+LAUNCHER = """#!{interp} -IS
+import sys
+sys.path.insert(0, {root!r})
+if sys.argv[1:2] in (["exec"], ["shell"]):
+    from wgns.commands.exec import entry
+else:
+    from wgns.cli import entry
+entry()
+"""
 
-def wgns_argv() -> list[str]:
-    exe = shutil.which("wgns")
-    return [exe] if exe else [sys.executable, "-m", "wgns"]
+
+def launcher_interpreter() -> str:
+    """The interpreter scripts/install.sh picks: the distribution's python3 when >= 3.11."""
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+        capture_output=True,
+    )
+    if probe.returncode == 0:
+        return os.path.realpath("/usr/bin/python3")
+    return os.path.realpath(sys.executable)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -62,6 +86,10 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv)} failed: {proc.stderr.strip()}")
     return dt
+
+
+def _ms(xs: list[float]) -> float:
+    return round(statistics.median(xs) * 1000, 1)
 
 
 def main() -> int:
@@ -76,7 +104,16 @@ def main() -> int:
     try:
         kind = backends.resolve(backends.Backend.AUTO)
         WORK.mkdir(mode=0o700, exist_ok=True)
-        wgns = wgns_argv()
+        launcher = WORK / "wgns"
+        launcher.write_text(LAUNCHER.format(interp=launcher_interpreter(), root=str(REPO)))
+        launcher.chmod(0o755)
+        sides: dict[str, tuple[list[str], dict[str, str] | None]] = {
+            "launcher": ([str(launcher)], None)
+        }
+        console = Path(sys.executable).parent / "wgns"  # the venv's `pip install` script
+        if console.exists():
+            sides["pip install"] = ([str(console)], dict(os.environ, PYTHONPATH=str(REPO)))
+        wgns = sides["launcher"][0]
 
         hand_client = provider.new_client()
         conf = provider.client_conf(hand_client, ipv6=False, dns=False)
@@ -107,25 +144,22 @@ def main() -> int:
         profile.write_text(provider.client_conf(provider.new_client()))
         os.chmod(profile, 0o600)
 
-        hand_t: list[float] = []
-        wgns_t: list[float] = []
-        parts: dict[str, list[float]] = {"hand up": [], "hand down": [], "up": [], "down": []}
+        order = ["hand", *sides]
+        ups: dict[str, list[float]] = {s: [] for s in order}
+        downs: dict[str, list[float]] = {s: [] for s in order}
         for i in range(args.rounds):
-            # alternate who goes first: each side's leftovers (a namespace the kernel is still
-            # cleaning up, a daemon still exiting) then slow the other side as often as itself
-            for side in ("hand", "wgns") if i % 2 == 0 else ("wgns", "hand"):
+            # rotate who goes first: each side's leftovers (a namespace the kernel is still
+            # cleaning up, a daemon still exiting) then slow the others as often as itself
+            for side in order[i % len(order) :] + order[: i % len(order)]:
                 if side == "hand":
                     u = timed(["bash", str(WORK / "hand-up.sh")], hand_env)
                     d = timed(["bash", str(WORK / "hand-down.sh")], hand_env)
-                    parts["hand up"].append(u)
-                    parts["hand down"].append(d)
-                    hand_t.append(u + d)
                 else:
-                    u = timed([*wgns, "up", str(profile), "--name", "bench"])
-                    d = timed([*wgns, "down", "bench"])
-                    parts["up"].append(u)
-                    parts["down"].append(d)
-                    wgns_t.append(u + d)
+                    argv, env = sides[side]
+                    u = timed([*argv, "up", str(profile), "--name", "bench"], env)
+                    d = timed([*argv, "down", "bench"], env)
+                ups[side].append(u)
+                downs[side].append(d)
                 time.sleep(0.05)  # let the kernel finish what the last teardown left it
 
         many_conf = []
@@ -134,42 +168,49 @@ def main() -> int:
             p.write_text(provider.client_conf(provider.new_client(), ipv6=False))
             os.chmod(p, 0o600)
             many_conf.append(p)
-        ups = [timed([*wgns, "up", str(p), "--name", f"many{i}"]) for i, p in enumerate(many_conf)]
-        downs = [timed([*wgns, "down", f"many{i}"]) for i in range(args.many)]
-
-        hand_med = statistics.median(hand_t)
-        wgns_med = statistics.median(wgns_t)
-        k = max(1, min(10, args.many // 5))
-        first, last = statistics.median(ups[:k]), statistics.median(ups[-k:])
-        result = {
-            "backend": kind,
-            "rounds": args.rounds,
-            "hand_up_down_ms": round(hand_med * 1000, 1),
-            "wgns_up_down_ms": round(wgns_med * 1000, 1),
-            "ratio_wgns_over_hand": round(wgns_med / hand_med, 3),
-            "many": args.many,
-            f"many_up_first{k}_ms": round(first * 1000, 1),
-            f"many_up_last{k}_ms": round(last * 1000, 1),
-            "many_up_last_over_first": round(last / first, 3),
-            "many_down_median_ms": round(statistics.median(downs) * 1000, 1),
-            "wgns": " ".join(wgns),
-            **{
-                f"{k.replace(' ', '_')}_median_ms": round(statistics.median(v) * 1000, 1)
-                for k, v in parts.items()
-            },
-        }
+        many_ups = [
+            timed([*wgns, "up", str(p), "--name", f"many{i}"]) for i, p in enumerate(many_conf)
+        ]
+        many_downs = [timed([*wgns, "down", f"many{i}"]) for i in range(args.many)]
     finally:
         provider.close()
         sb.close()
-    print(f"backend: {result['backend']}, {args.rounds} interleaved rounds (medians)")
-    print(f"  hand sequence up+down : {result['hand_up_down_ms']:7.1f} ms")
-    print(f"  wgns up + wgns down   : {result['wgns_up_down_ms']:7.1f} ms")
-    print(f"  ratio wgns / hand     : {result['ratio_wgns_over_hand']:7.3f}  (target <= 1.0)")
-    print(
-        f"  (up / down medians: hand {result['hand_up_median_ms']} / "
-        f"{result['hand_down_median_ms']} ms, wgns {result['up_median_ms']} / "
-        f"{result['down_median_ms']} ms)"
-    )
+
+    totals = {s: [u + d for u, d in zip(ups[s], downs[s], strict=True)] for s in order}
+    hand_med = statistics.median(totals["hand"])
+    k = max(1, min(10, args.many // 5))
+    first, last = statistics.median(many_ups[:k]), statistics.median(many_ups[-k:])
+    result: dict[str, object] = {
+        "backend": kind,
+        "rounds": args.rounds,
+        "hand_up_down_ms": round(hand_med * 1000, 1),
+        "sides": {
+            s: {
+                "up_down_ms": _ms(totals[s]),
+                "up_ms": _ms(ups[s]),
+                "down_ms": _ms(downs[s]),
+                "ratio_over_hand": round(statistics.median(totals[s]) / hand_med, 3),
+            }
+            for s in order
+        },
+        "many": args.many,
+        f"many_up_first{k}_ms": round(first * 1000, 1),
+        f"many_up_last{k}_ms": round(last * 1000, 1),
+        "many_up_last_over_first": round(last / first, 3),
+        "many_down_median_ms": _ms(many_downs),
+    }
+    print(f"backend: {kind}, {args.rounds} interleaved rounds (medians)")
+    for s in order:
+        r = result["sides"][s]  # type: ignore[index]
+        label = "hand sequence" if s == "hand" else f"wgns ({s})"
+        ratio = "" if s == "hand" else f"  ratio {r['ratio_over_hand']:.3f}"
+        if s == "launcher":
+            verdict = "met" if r["ratio_over_hand"] <= BUDGET else "MISSED"
+            ratio += f" (budget <= {BUDGET}: {verdict})"
+        print(
+            f"  {label:22} up+down {r['up_down_ms']:7.1f} ms (up {r['up_ms']}, "
+            f"down {r['down_ms']}){ratio}"
+        )
     print(
         f"{args.many} namespaces up one after another: first {k} {first * 1000:.1f} ms, "
         f"last {k} {last * 1000:.1f} ms per namespace, ratio {last / first:.3f} (flat = 1.0)"

@@ -76,7 +76,7 @@ def dry_run(ref: str, *, name: str | None, backend: str | None, reload: bool) ->
     what = {
         "up": "would bring it up",
         "already up": "it is already up: nothing to do (--reload plans the profile's changes)",
-        "repaired": "it is broken: would clear its remains and bring it up again",
+        "repaired": "it is broken: would remake what is broken (see `wgns status`)",
         "reloaded": "would reload it",
     }[outcome]
     print(f"wgns: dry run for {profile.name}: {what}; nothing was changed", file=sys.stderr)

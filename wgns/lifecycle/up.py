@@ -167,7 +167,9 @@ def plan(profile: Profile, *, reload: bool = False) -> tuple[str, list[Op]]:
 
     rec = state.load(profile.name)
     if rec is not None and rec.phase == "up":
-        _, problems = probe.broken(rec)
+        gone, problems = probe.broken(rec)
+        if problems and not gone:
+            return "repaired", repair_ops(profile, gather_facts(profile), probe.broken_ifnames(rec))
         if problems:
             return "repaired", plan_up(profile, gather_facts(profile))
         if not reload:
@@ -261,11 +263,7 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             hint=f"wgns down {ns} && wgns up {profile.source}",
         )
     facts = gather_facts(profile)
-    ops: list[Op] = []
-    for ifname in broken:
-        iface = by_ifname[ifname]
-        ops.append(create_op(profile, facts, iface))
-        ops.extend(tunnel_ops(profile, facts, iface, fresh=False))
+    ops = repair_ops(profile, facts, broken)
     with _rollback_on_signals():
         ex.apply_all(ops)
     for entry in rec.interfaces:
@@ -274,6 +272,16 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             entry["addresses"] = [a.with_prefixlen for a in iface.addresses]
             entry["mtu"] = facts.mtus[iface.name]
     state.save(rec)
+
+
+def repair_ops(profile: Profile, facts: Facts, broken: list[str]) -> list[Op]:
+    """The ops remaking the interfaces BROKEN of PROFILE's namespace (which exists)."""
+    ops: list[Op] = []
+    for iface in profile.interfaces:
+        if names.wg_ifname(profile.name, iface.name) in broken:
+            ops.append(create_op(profile, facts, iface))
+            ops.extend(tunnel_ops(profile, facts, iface, fresh=False))
+    return ops
 
 
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
