@@ -228,8 +228,11 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
             try:
                 Executor(record).apply_all(ops)
             except BaseException:
-                state.remove(ns)
-                lock.release_files = True  # leave /run/wgns as it was before this `up`
+                if record.journal:  # what the rollback could not undo: `down` tries again
+                    state.save(record)
+                else:
+                    state.remove(ns)
+                    lock.release_files = True  # leave /run/wgns as it was before this `up`
                 raise
             record.phase = "up"
             state.save(record)

@@ -21,9 +21,10 @@ from wgns.errors import WgnsError
 # Op kinds defined outside wgns.engine.ops, imported only when a journal names them
 KIND_MODULES: dict[str, str] = {
     "forwards": "wgns.features.forward",
-    **dict.fromkeys(
-        ("down_hook", "link_reconfig", "wg_sync", "nft_replace"), "wgns.lifecycle.ops"
-    ),
+    "down_hook": "wgns.lifecycle.ops",
+    "link_reconfig": "wgns.lifecycle.ops",
+    "wg_sync": "wgns.lifecycle.ops",
+    "nft_replace": "wgns.lifecycle.ops",
 }
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more
