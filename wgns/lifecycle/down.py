@@ -107,9 +107,11 @@ def down(ns: str) -> DownResult:
         state.save(rec)
         ex = Executor(rec)
         legacy = _legacy_hooks(rec)
+        hooks = bool(legacy) or any(e.get("kind") == DownHook.kind for e in rec.journal)
         hook_errors = _run_legacy(legacy, PRE_DOWN, ns)
-        hook_errors += ex.undo_where(down_hooks_of(PRE_DOWN))
-        _forget(rec, PRE_DOWN)
+        if hooks:  # else one pass over the journal: nothing to run before or after it
+            hook_errors += ex.undo_where(down_hooks_of(PRE_DOWN))
+            _forget(rec, PRE_DOWN)
         errors = ex.undo_where(lambda op: not isinstance(op, DownHook))
         for entry in rec.journal:  # what undo_where could not even read
             try:
@@ -121,8 +123,9 @@ def down(ns: str) -> DownResult:
                 rec.extra["down_hooks"] = [h.to_json() for h in legacy if h.when == POST_DOWN]
                 state.save(rec)
             return DownResult(True, errors, hook_errors, left)
-        hook_errors += ex.undo_where(down_hooks_of(POST_DOWN))
-        hook_errors += _run_legacy(legacy, POST_DOWN, ns)
+        if hooks:
+            hook_errors += ex.undo_where(down_hooks_of(POST_DOWN))
+            hook_errors += _run_legacy(legacy, POST_DOWN, ns)
         state.remove(ns)
         return DownResult(True, [], hook_errors, left)
 
