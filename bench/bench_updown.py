@@ -102,7 +102,8 @@ def main() -> int:
     sb = Sandbox.enter_self()
     provider = build_provider(sb)
     try:
-        kind = backends.resolve(backends.Backend.AUTO)
+        chosen = backends.select(backends.Backend.AUTO)
+        kind = chosen.name
         WORK.mkdir(mode=0o700, exist_ok=True)
         launcher = WORK / "wgns"
         launcher.write_text(LAUNCHER.format(interp=launcher_interpreter(), root=str(REPO)))
@@ -128,7 +129,7 @@ def main() -> int:
             ).stdout
         )
         os.chmod(wgconf, 0o600)
-        create = 'ip link add "$IF" type wireguard' if kind == "kernel" else 'wireguard-go "$IF"'
+        create = 'wireguard-go "$IF"' if chosen.moves_device else 'ip link add "$IF" type wireguard'
         (WORK / "hand-up.sh").write_text(HAND_UP.format(create=create))
         (WORK / "hand-down.sh").write_text(HAND_DOWN)
         hand_env = dict(

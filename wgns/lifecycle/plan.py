@@ -47,10 +47,7 @@ class Facts:
 def moves_device(backend: str) -> bool:
     """The backend's device is born in the birthplace and moved into the namespace (userspace),
     not created inside it from the birthplace (kernel)."""
-    found = getattr(backends, "get", None)
-    if found is not None:
-        return bool(found(backend).moves_device)
-    return backend != "kernel"  # until wgns.wireguard.backends has its objects
+    return backends.get(backend).moves_device
 
 
 def routes_for(iface: Interface) -> list[list[str | int | None]]:
@@ -133,7 +130,7 @@ def tunnel_ops(profile: Profile, facts: Facts, iface: Interface, *, fresh: bool)
     ops.append(
         ConfigureWireguard(
             ifname=ifname,
-            ns=profile.birthplace if moved else ns,
+            ns=backends.get(facts.backend).configured_in(ns, profile.birthplace),
             backend=facts.backend,
             peers=len(iface.peers),
             config=facts.resolved[iface.name],

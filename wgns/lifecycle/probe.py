@@ -17,6 +17,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from wgns.engine.ops import CreateWireguard
     from wgns.engine.state import Record
     from wgns.profile.model import Profile
 
@@ -180,31 +181,33 @@ def _listening(sock: str) -> bool:
 def broken(rec: Record) -> tuple[bool, list[str]]:
     """What is wrong with NS, recorded as up: (is its namespace gone, the problems as lines).
     No problems: it is up as recorded."""
-    from wgns.engine.ops import CreateWireguard, link_exists
+    from wgns.engine.ops import CreateWireguard
     from wgns.system import netns
-    from wgns.system.processes import process_alive
 
     if not netns.exists(rec.ns):
         return True, [f"namespace {rec.ns} does not exist any more (deleted by hand?)"]
     problems = []
     for op in rec.find(CreateWireguard):
-        pid = int(op.result.get("pid", 0))
-        if pid and not process_alive(pid, op.result.get("starttime")):
-            problems.append(f"wireguard-go for {op.ifname} (pid {pid}) is not running")
-        elif not link_exists(op.ifname, ns=rec.ns):
-            problems.append(f"interface {op.ifname} is missing from {rec.ns}")
+        problem = _device_problem(rec.ns, op)
+        if problem:
+            problems.append(problem)
     return False, problems
+
+
+def _device_problem(ns: str, op: CreateWireguard) -> str | None:
+    from wgns.engine.ops import link_exists
+    from wgns.wireguard import backends
+
+    if not backends.get(op.backend).alive(op.result):
+        pid = op.result.get("pid")
+        return f"wireguard-go for {op.ifname} (pid {pid}) is not running"
+    if not link_exists(op.ifname, ns=ns):
+        return f"interface {op.ifname} is missing from {ns}"
+    return None
 
 
 def broken_ifnames(rec: Record) -> list[str]:
     """The recorded wg interfaces whose device is gone or whose daemon died."""
-    from wgns.engine.ops import CreateWireguard, link_exists
-    from wgns.system.processes import process_alive
+    from wgns.engine.ops import CreateWireguard
 
-    out = []
-    for op in rec.find(CreateWireguard):
-        pid = int(op.result.get("pid", 0))
-        dead = pid and not process_alive(pid, op.result.get("starttime"))
-        if dead or not link_exists(op.ifname, ns=rec.ns):
-            out.append(op.ifname)
-    return out
+    return [op.ifname for op in rec.find(CreateWireguard) if _device_problem(rec.ns, op)]
