@@ -73,6 +73,14 @@ class WireguardBackend:
         """Where the device is when it is configured, in `up` (NS: its target namespace)."""
         raise NotImplementedError
 
+    def in_use(self, ifname: str, *, birthplace: str | None, target: str) -> str | None:
+        """What already holds IFNAME (None: nothing): creating it anyway would take over, and
+        a rollback would then remove, something this run did not make."""
+        for where in (target, birthplace):
+            if rtnl.link_exists(ifname, ns=where):
+                return f"a link {ifname} exists in {where or 'the namespace wgns runs in'}"
+        return None
+
     def describe_configure(self, ifname: str) -> str:
         raise NotImplementedError
 
@@ -239,6 +247,11 @@ class Userspace(WireguardBackend):
 
     def configure(self, ifname: str, iface: Interface, ns: str | None) -> None:
         uapi.set_config(ifname, iface)
+
+    def in_use(self, ifname: str, *, birthplace: str | None, target: str) -> str | None:
+        if uapi.listening(uapi.uapi_socket(ifname)):
+            return f"a wireguard-go serves {uapi.uapi_socket(ifname)}"
+        return super().in_use(ifname, birthplace=birthplace, target=target)
 
     def alive(self, result: Mapping[str, Any]) -> bool:
         pid = int(result.get("pid", 0))

@@ -33,6 +33,17 @@ class CreateWireguard(Op):
         return backends.get(self.backend).describe_create(self.ifname, self.birthplace, self.target)
 
     def prepare(self, ctx: Context) -> None:
+        # Refused before it is journaled: undoing it would remove what holds the name, which
+        # this run did not make (a record deleted by hand, a device made by someone else)
+        holder = backends.get(self.backend).in_use(
+            self.ifname, birthplace=self.birthplace, target=self.target
+        )
+        if holder is not None:
+            raise WgnsError(
+                f"cannot create {self.ifname}: {holder}, and this run did not make it",
+                hint=f"if it is left over from wgns, remove it by hand (`ip link del {self.ifname}`"
+                f" in that namespace) or stop its daemon, then run `wgns up` again",
+            )
         # Remove /run/wireguard on undo only if this op made it: an rmdir also detaches a
         # mount on it in other mount namespaces (Linux >= 3.18), e.g. another daemon's private one
         self.result["run_dir_created"] = not os.path.exists(WIREGUARD_RUN_DIR)
