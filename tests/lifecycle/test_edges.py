@@ -192,34 +192,3 @@ def test_down_counts_the_processes_left_inside(
     inside.kill()
     inside.wait()
     sandbox.untrack(inside)
-
-
-def test_an_op_never_undoes_a_device_it_did_not_create(
-    sandbox: Sandbox, provider: Provider
-) -> None:
-    """Below the check `up` makes first: CreateWireguard finds the name taken, fails, and its
-    rollback leaves the device that was there."""
-    sandbox.run(["ip", "netns", "add", "other"])
-    try:
-        sandbox.run(["ip", "link", "add", "wgtaken", "type", "veth", "peer", "name", "wgtaken-p"])
-        code = (
-            "from wgns.engine.executor import Executor\n"
-            "from wgns.engine.ops import CreateWireguard\n"
-            "from wgns.engine.state import Record\n"
-            "from wgns.errors import WgnsError\n"
-            "rec = Record(ns='other')\n"
-            "op = CreateWireguard(ifname='wgtaken', backend='userspace', birthplace=None,"
-            " target='other')\n"
-            "try:\n"
-            "    Executor(rec).apply_all([op])\n"
-            "except WgnsError as e:\n"
-            "    print(e)\n"
-            "print(len(rec.journal))\n"
-        )
-        out = sandbox.python(code).stdout.splitlines()
-        assert "interface wgtaken already exists" in out[0] and out[1] == "0"
-        assert sandbox.run(["ip", "link", "show", "wgtaken"], check=False).returncode == 0
-    finally:
-        sandbox.run(["ip", "link", "del", "wgtaken"], check=False)
-        sandbox.run(["ip", "netns", "del", "other"])
-        sandbox.run(["rm", "-f", "/run/wgns/other.json"])

@@ -134,7 +134,7 @@ def leftovers(profile: Profile) -> list[str]:
     from wgns.engine.ops import link_exists
     from wgns.features import killswitch
     from wgns.system import names, netns
-    from wgns.wireguard.uapi import uapi_socket
+    from wgns.wireguard import uapi
 
     ns = profile.name
     ns_exists = netns.exists(ns)
@@ -149,8 +149,8 @@ def leftovers(profile: Profile) -> list[str]:
                 found.append(
                     f"interface {ifname} already exists in {place}: `{ip} link del {ifname}`"
                 )
-        sock = uapi_socket(ifname)
-        if os.path.exists(sock) and _listening(sock):
+        sock = uapi.uapi_socket(ifname)
+        if uapi.listening(sock):
             found.append(
                 f"a wireguard-go serving {ifname} is running ({sock}): stop it "
                 "(`ps -C wireguard-go -o pid,args` shows its pid)"
@@ -163,19 +163,6 @@ def leftovers(profile: Profile) -> list[str]:
                 f"`ip netns exec {ns} nft delete table {killswitch.FAMILY} {table}`"
             )
     return found
-
-
-def _listening(sock: str) -> bool:
-    import socket
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(sock)
-    except OSError:
-        return False
-    finally:
-        s.close()
-    return True
 
 
 def broken(rec: Record) -> tuple[bool, list[str]]:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from wgns.engine.ops.base import Context, Op
 from wgns.errors import WgnsError
 from wgns.profile.model import Interface
-from wgns.system import rtnl
 from wgns.system.processes import Supervised
 from wgns.wireguard import backends
 from wgns.wireguard.uapi import WIREGUARD_RUN_DIR
@@ -47,25 +46,8 @@ class CreateWireguard(Op):
         # Remove /run/wireguard on undo only if this op made it: an rmdir also detaches a
         # mount on it in other mount namespaces (Linux >= 3.18), e.g. another daemon's private one
         self.result["run_dir_created"] = not os.path.exists(WIREGUARD_RUN_DIR)
-        # A device of this name already there is not this op's to remove (issue 12, edge 6:
-        # the tunnel of a lost record): apply then fails, and undo leaves it alone
-        places = {self.birthplace, self.target}
-        if any(rtnl.link_exists(self.ifname, ns=where) for where in places):
-            self.result["found"] = True
 
     def apply(self, ctx: Context) -> None:
-        if self.result.get("found"):
-            where = self.target if rtnl.link_exists(self.ifname, ns=self.target) else None
-            raise WgnsError(
-                f"interface {self.ifname} already exists"
-                + (
-                    f" in {where}"
-                    if where
-                    else (f" in {self.birthplace}" if self.birthplace else "")
-                )
-                + ": this run did not create it and leaves it alone"
-            )
-
         def note(pid: int, starttime: int | None) -> None:
             self.result["pid"] = pid
             self.result["starttime"] = starttime
@@ -82,8 +64,6 @@ class CreateWireguard(Op):
             daemon.wait_ready()
 
     def undo(self, ctx: Context) -> None:
-        if self.result.get("found"):
-            return  # there before this op: its apply made nothing
         backends.get(self.backend).remove(
             self.ifname,
             birthplace=self.birthplace,
