@@ -255,6 +255,12 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             f"{ns} is broken ({', '.join(missing)}) and the profile has no such interface",
             hint=f"wgns down {ns} && wgns up {profile.source}",
         )
+    facts = gather_facts(profile)  # before any change: a profile that cannot work stops here
+    if facts.backend != rec.backend or profile.birthplace != rec.birthplace:
+        raise WgnsError(
+            f"{ns} is broken and its profile changed backend or birthplace: it is not repaired",
+            hint=f"wgns down {ns} && wgns up {profile.source}",
+        )
     ex = Executor(rec)
     remakes = (*TUNNEL_OPS, ReconfigureLink, SyncWireguard)
     errors = ex.undo_where(
@@ -265,7 +271,6 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             f"cannot clear the broken tunnel of {ns}: {'; '.join(errors)}",
             hint=f"wgns down {ns} && wgns up {profile.source}",
         )
-    facts = gather_facts(profile)
     ops = repair_ops(profile, facts, broken)
     with _rollback_on_signals():
         ex.apply_all(ops)
