@@ -13,14 +13,28 @@ dead while recorded as up.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wgns.engine import state
 from wgns.engine.executor import Executor
 from wgns.engine.ops import Op
 from wgns.errors import WgnsError
-from wgns.lifecycle.ops import POST_DOWN, PRE_DOWN, DownHook, down_hooks_of
 from wgns.system import netns
+
+if TYPE_CHECKING:
+    from wgns.lifecycle.ops import DownHook
+
+# wgns.lifecycle.ops (the DownHook op) is imported only for a journal that names it: the
+# registry does that (KIND_MODULES), and most journals have no hooks
+DOWN_HOOK = "down_hook"
+PRE_DOWN = "pre-down"
+POST_DOWN = "post-down"
+
+
+def _hooks_of(when: str) -> Callable[[Op], bool]:
+    return lambda op: op.kind == DOWN_HOOK and getattr(op, "when", None) == when
 
 
 @dataclass
@@ -48,6 +62,10 @@ def born_in(ns: str) -> list[str]:
 
 def _legacy_hooks(rec: state.Record) -> list[DownHook]:
     """Down hooks as records of older versions kept them (extra.down_hooks)."""
+    if not rec.extra.get("down_hooks"):
+        return []
+    from wgns.lifecycle.ops import DownHook
+
     return [
         DownHook(
             when=str(h["when"]),
@@ -80,7 +98,7 @@ def _forget(rec: state.Record, when: str) -> None:
             op: Op | None = Op.from_json(entry)
         except WgnsError:
             op = None
-        if not (isinstance(op, DownHook) and op.when == when):
+        if not (op is not None and _hooks_of(when)(op)):
             kept.append(entry)
     rec.journal[:] = kept
     state.save(rec)
@@ -107,12 +125,12 @@ def down(ns: str) -> DownResult:
         state.save(rec)
         ex = Executor(rec)
         legacy = _legacy_hooks(rec)
-        hooks = bool(legacy) or any(e.get("kind") == DownHook.kind for e in rec.journal)
+        hooks = bool(legacy) or any(e.get("kind") == DOWN_HOOK for e in rec.journal)
         hook_errors = _run_legacy(legacy, PRE_DOWN, ns)
         if hooks:  # else one pass over the journal: nothing to run before or after it
-            hook_errors += ex.undo_where(down_hooks_of(PRE_DOWN))
+            hook_errors += ex.undo_where(_hooks_of(PRE_DOWN))
             _forget(rec, PRE_DOWN)
-        errors = ex.undo_where(lambda op: not isinstance(op, DownHook))
+        errors = ex.undo_where(lambda op: op.kind != DOWN_HOOK)
         for entry in rec.journal:  # what undo_where could not even read
             try:
                 Op.from_json(entry)
@@ -124,7 +142,7 @@ def down(ns: str) -> DownResult:
                 state.save(rec)
             return DownResult(True, errors, hook_errors, left)
         if hooks:
-            hook_errors += ex.undo_where(down_hooks_of(POST_DOWN))
+            hook_errors += ex.undo_where(_hooks_of(POST_DOWN))
             hook_errors += _run_legacy(legacy, POST_DOWN, ns)
         state.remove(ns)
         return DownResult(True, [], hook_errors, left)

@@ -25,7 +25,6 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.features import killswitch
-from wgns.lifecycle.ops import POST_DOWN, PRE_DOWN, DownHook
 from wgns.profile.model import Hook, Interface, Profile
 from wgns.system import names
 from wgns.wireguard import backends
@@ -105,6 +104,14 @@ def run_hooks(profile: Profile, when: str, iface: Interface) -> list[Op]:
 def down_hooks(profile: Profile) -> list[Op]:
     """The PreDown/PostDown commands, as journal data for `down` (the profile may change)."""
     out: list[Op] = []
+    if not any(
+        h.when.value in ("pre-down", "post-down")
+        for i in profile.interfaces
+        for h in _hooks_of(profile, i)
+    ):
+        return out  # and wgns.lifecycle.ops need not be imported
+    from wgns.lifecycle.ops import POST_DOWN, PRE_DOWN, DownHook
+
     for iface in profile.interfaces:
         ifname = names.wg_ifname(profile.name, iface.name)
         for h in _hooks_of(profile, iface):

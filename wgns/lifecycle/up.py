@@ -16,7 +16,6 @@ from wgns.engine.ops import Op
 from wgns.errors import ConfigError, WgnsError
 from wgns.features import killswitch
 from wgns.lifecycle import probe
-from wgns.lifecycle.ops import ReconfigureLink, SyncWireguard
 from wgns.lifecycle.plan import TUNNEL_OPS, Facts, create_op, plan_up, tunnel_ops
 from wgns.profile import config
 from wgns.profile.model import Profile
@@ -261,6 +260,8 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             f"{ns} is broken and its profile changed backend or birthplace: it is not repaired",
             hint=f"wgns down {ns} && wgns up {profile.source}",
         )
+    from wgns.lifecycle.ops import ReconfigureLink, SyncWireguard
+
     ex = Executor(rec)
     remakes = (*TUNNEL_OPS, ReconfigureLink, SyncWireguard)
     errors = ex.undo_where(
