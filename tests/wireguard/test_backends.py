@@ -68,7 +68,7 @@ USERSPACE = r"""
 import json, os
 from ipaddress import ip_network
 from wgns.profile.model import Endpoint, Interface, Peer, Secret
-from wgns.system import netns, processes, rtnl
+from wgns.system import links, netns, processes
 from wgns.system.tools import run
 from wgns.wireguard import backends, uapi
 
@@ -99,7 +99,7 @@ out["peers"] = [[p.public_key == peer_pub, list(p.allowed_ips), p.endpoint,
 out["private_key_kept"] = priv in repr(dev)
 b.remove("wgt0", birthplace=None, target="vpn", result=result)
 out["alive_after"] = b.alive(result)
-out["link_after"] = rtnl.link_exists("wgt0", ns=None)
+out["link_after"] = links.link_exists("wgt0", ns=None)
 out["socket_after"] = os.path.exists(uapi.uapi_socket("wgt0"))
 out["log_after"] = os.path.exists(out["log"])
 out["read_after"] = b.read("wgt0", None)

@@ -22,7 +22,7 @@ from typing import Any
 
 from wgns.errors import WgnsError
 from wgns.profile.model import Backend, Interface
-from wgns.system import rtnl
+from wgns.system import links
 from wgns.system.processes import (
     Supervised,
     log_path,
@@ -77,7 +77,7 @@ class WireguardBackend:
         """What already holds IFNAME (None: nothing): creating it anyway would take over, and
         a rollback would then remove, something this run did not make."""
         for where in (target, birthplace):
-            if rtnl.link_exists(ifname, ns=where):
+            if links.link_exists(ifname, ns=where):
                 return f"a link {ifname} exists in {where or 'the namespace wgns runs in'}"
         return None
 
@@ -112,8 +112,8 @@ class WireguardBackend:
             if where is not None and where in doomed:
                 continue  # destroyed with its namespace, which nothing else holds
             try:
-                if rtnl.link_exists(ifname, ns=where):
-                    rtnl.delete_link(ifname, ns=where)
+                if links.link_exists(ifname, ns=where):
+                    links.delete_link(ifname, ns=where)
             except WgnsError as e:
                 errors.append(str(e))
         if errors:
@@ -166,7 +166,7 @@ class Kernel(WireguardBackend):
     ) -> Supervised | None:
         # Born in the target namespace, but asked for from the birthplace: the same birthplace
         # semantics as add-then-move, without the move's RCU grace periods.
-        with rtnl.connect(birthplace) as nl:
+        with links.connect(birthplace) as nl:
             try:
                 nl.add_link(ifname, "wireguard", ns=target)
             except OSError as e:
@@ -273,7 +273,7 @@ class Userspace(WireguardBackend):
             # namespace this teardown deletes, nothing can use it any more once the daemon is
             # SIGKILLed, and the kernel finishes both in the background: `down` need not wait.
             # (Still in the birthplace, after a crash mid-`up`: wait, so that the name is free.)
-            gone_with_ns = target in doomed and not rtnl.link_exists(ifname, ns=birthplace)
+            gone_with_ns = target in doomed and not links.link_exists(ifname, ns=birthplace)
             stop_process(pid, result.get("starttime"), wait=not gone_with_ns)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(uapi.uapi_socket(ifname))
