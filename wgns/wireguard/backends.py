@@ -45,6 +45,7 @@ class WireguardBackend:
 
     name = ""
     moves_device = False  # the device is born in the birthplace, then moved into the target
+    runs_daemon = False  # a process of wgns's (create's result: its pid and start time) serves it
     link_kind = ""  # the link's kind as `ip -d link` reports it
 
     def is_supported(self) -> bool:
@@ -87,6 +88,11 @@ class WireguardBackend:
     def configure(self, ifname: str, iface: Interface, ns: str | None) -> None:
         """Replace IFNAME's keys and peers (the device in NS) by IFACE's."""
         raise NotImplementedError
+
+    def sync(self, ifname: str, iface: Interface, ns: str | None) -> None:
+        """Change IFNAME (the device in NS) to IFACE's keys and peers, keeping the sessions of
+        the peers that stay (`wg syncconf`, which speaks to both backends' devices)."""
+        run(["wg", "syncconf", ifname, "/dev/stdin"], input=setconf_text(iface), ns=ns)
 
     def read(self, ifname: str, ns: str | None) -> DeviceState | None:
         """IFNAME's state (the device in NS), None when it is gone."""
@@ -213,6 +219,7 @@ class WireguardGo(Supervised):
 class Userspace(WireguardBackend):
     name = "userspace"
     moves_device = True
+    runs_daemon = True
     link_kind = "tun"
 
     def is_supported(self) -> bool:
