@@ -47,7 +47,7 @@ from wgns.engine import state
 from wgns.engine.executor import Executor
 from wgns.engine.ops import CreateWireguard
 from wgns.errors import WgnsError
-from wgns.system import netns, rtnl
+from wgns.system import links, netns
 from wgns.system.tools import run
 netns.add("a")
 # what holds the name: a link this run did not make (a record deleted by hand, say)
@@ -63,7 +63,7 @@ for backend in ("kernel", "userspace"):
     except WgnsError as e:
         out[backend] = e.message
     out[backend + " journal"] = rec.journal
-out["still there"] = rtnl.link_exists("wgtaken0", ns="a")
+out["still there"] = links.link_exists("wgtaken0", ns="a")
 print(json.dumps(out))
 """
 

@@ -25,6 +25,7 @@ def test_where_each_backend_puts_and_configures_its_device() -> None:
     kernel, userspace = backends.get("kernel"), backends.get("userspace")
     # the kernel's device is created in the target and configured there
     assert not kernel.moves_device and kernel.configured_in("vpn", "home") == "vpn"
+    assert not kernel.runs_daemon and backends.get("userspace").runs_daemon
     assert kernel.link_kind == "wireguard"
     # wireguard-go's TUN is born where the daemon runs, configured there, then moved
     assert userspace.moves_device and userspace.configured_in("vpn", "home") == "home"
@@ -68,7 +69,7 @@ USERSPACE = r"""
 import json, os
 from ipaddress import ip_network
 from wgns.profile.model import Endpoint, Interface, Peer, Secret
-from wgns.system import netns, processes, rtnl
+from wgns.system import links, netns, processes
 from wgns.system.tools import run
 from wgns.wireguard import backends, uapi
 
@@ -97,9 +98,15 @@ out["listen_port"] = dev.listen_port
 out["peers"] = [[p.public_key == peer_pub, list(p.allowed_ips), p.endpoint,
                  p.persistent_keepalive] for p in dev.peers]
 out["private_key_kept"] = priv in repr(dev)
+other_pub = run(["wg", "pubkey"], input=run(["wg", "genkey"]).stdout.strip()).stdout.strip()
+wider = Interface(name="x", private_key=Secret(priv), listen_port=51998,
+                  peers=(*iface.peers, Peer(public_key=other_pub)))
+b.sync("wgt0", wider, "vpn")  # the TUN is still here; wg finds the daemon by its socket
+synced = b.read("wgt0", "vpn")
+out["synced"] = [synced.listen_port, sorted(p.public_key == other_pub for p in synced.peers)]
 b.remove("wgt0", birthplace=None, target="vpn", result=result)
 out["alive_after"] = b.alive(result)
-out["link_after"] = rtnl.link_exists("wgt0", ns=None)
+out["link_after"] = links.link_exists("wgt0", ns=None)
 out["socket_after"] = os.path.exists(uapi.uapi_socket("wgt0"))
 out["log_after"] = os.path.exists(out["log"])
 out["read_after"] = b.read("wgt0", None)
@@ -114,6 +121,7 @@ def test_userspace_device_created_configured_read_and_removed(sandbox: Sandbox) 
     assert out["public_key_ok"] and out["listen_port"] == 51999
     assert out["peers"] == [[True, ["198.18.0.0/24"], "198.18.1.1:51820", 25]]
     assert not out["private_key_kept"]
+    assert out["synced"] == [51998, [False, True]]
     assert not out["alive_after"] and not out["link_after"]
     assert not out["socket_after"] and not out["log_after"]
     assert out["read_after"] is None

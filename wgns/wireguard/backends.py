@@ -22,7 +22,7 @@ from typing import Any
 
 from wgns.errors import WgnsError
 from wgns.profile.model import Backend, Interface
-from wgns.system import rtnl
+from wgns.system import links
 from wgns.system.processes import (
     Supervised,
     log_path,
@@ -45,6 +45,7 @@ class WireguardBackend:
 
     name = ""
     moves_device = False  # the device is born in the birthplace, then moved into the target
+    runs_daemon = False  # a process of wgns's (create's result: its pid and start time) serves it
     link_kind = ""  # the link's kind as `ip -d link` reports it
 
     def is_supported(self) -> bool:
@@ -77,7 +78,7 @@ class WireguardBackend:
         """What already holds IFNAME (None: nothing): creating it anyway would take over, and
         a rollback would then remove, something this run did not make."""
         for where in (target, birthplace):
-            if rtnl.link_exists(ifname, ns=where):
+            if links.link_exists(ifname, ns=where):
                 return f"a link {ifname} exists in {where or 'the namespace wgns runs in'}"
         return None
 
@@ -87,6 +88,11 @@ class WireguardBackend:
     def configure(self, ifname: str, iface: Interface, ns: str | None) -> None:
         """Replace IFNAME's keys and peers (the device in NS) by IFACE's."""
         raise NotImplementedError
+
+    def sync(self, ifname: str, iface: Interface, ns: str | None) -> None:
+        """Change IFNAME (the device in NS) to IFACE's keys and peers, keeping the sessions of
+        the peers that stay (`wg syncconf`, which speaks to both backends' devices)."""
+        run(["wg", "syncconf", ifname, "/dev/stdin"], input=setconf_text(iface), ns=ns)
 
     def read(self, ifname: str, ns: str | None) -> DeviceState | None:
         """IFNAME's state (the device in NS), None when it is gone."""
@@ -112,8 +118,8 @@ class WireguardBackend:
             if where is not None and where in doomed:
                 continue  # destroyed with its namespace, which nothing else holds
             try:
-                if rtnl.link_exists(ifname, ns=where):
-                    rtnl.delete_link(ifname, ns=where)
+                if links.link_exists(ifname, ns=where):
+                    links.delete_link(ifname, ns=where)
             except WgnsError as e:
                 errors.append(str(e))
         if errors:
@@ -166,7 +172,7 @@ class Kernel(WireguardBackend):
     ) -> Supervised | None:
         # Born in the target namespace, but asked for from the birthplace: the same birthplace
         # semantics as add-then-move, without the move's RCU grace periods.
-        with rtnl.connect(birthplace) as nl:
+        with links.connect(birthplace) as nl:
             try:
                 nl.add_link(ifname, "wireguard", ns=target)
             except OSError as e:
@@ -213,6 +219,7 @@ class WireguardGo(Supervised):
 class Userspace(WireguardBackend):
     name = "userspace"
     moves_device = True
+    runs_daemon = True
     link_kind = "tun"
 
     def is_supported(self) -> bool:
@@ -273,7 +280,7 @@ class Userspace(WireguardBackend):
             # namespace this teardown deletes, nothing can use it any more once the daemon is
             # SIGKILLed, and the kernel finishes both in the background: `down` need not wait.
             # (Still in the birthplace, after a crash mid-`up`: wait, so that the name is free.)
-            gone_with_ns = target in doomed and not rtnl.link_exists(ifname, ns=birthplace)
+            gone_with_ns = target in doomed and not links.link_exists(ifname, ns=birthplace)
             stop_process(pid, result.get("starttime"), wait=not gone_with_ns)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(uapi.uapi_socket(ifname))

@@ -13,10 +13,10 @@ from wgns.engine.ops.nft import NftTable
 from wgns.engine.ops.wireguard import ConfigureWireguard, CreateWireguard
 
 # Moved to wgns.system: re-exported until every importer uses those modules
+from wgns.system.links import connect as open_netlink
+from wgns.system.links import delete_link as del_link
+from wgns.system.links import link_exists
 from wgns.system.processes import proc_starttime, process_alive, stop_process
-from wgns.system.rtnl import connect as open_netlink
-from wgns.system.rtnl import delete_link as del_link
-from wgns.system.rtnl import link_exists
 from wgns.system.tools import checked, run, start
 
 __all__ = [

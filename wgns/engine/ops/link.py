@@ -9,7 +9,7 @@ from typing import Any
 
 from wgns.engine.ops.base import Context, Op
 from wgns.errors import WgnsError
-from wgns.system import netns, rtnl
+from wgns.system import links, netns
 from wgns.system.tools import run
 
 # What `ip` says when the thing it was asked to delete is not there
@@ -63,7 +63,7 @@ class MoveLink(Op):
         # Moving a link costs the kernel an rcu_barrier() (~20 ms on the CI machine) during
         # which the caller only waits: a thread waits instead, while `up` goes on with what
         # cannot carry traffic (configuring the daemon, writing files). finish() joins it.
-        nl = rtnl.connect(self.source)
+        nl = links.connect(self.source)
 
         def move() -> None:
             try:
@@ -122,7 +122,7 @@ class ConfigureLink(Op):
         # rtnl's errors name the request ("RTNETLINK: add address A dev D: File exists"); the
         # namespace is what they lack
         try:
-            with rtnl.connect(self.ns) as nl:
+            with links.connect(self.ns) as nl:
                 if self.lo_up:
                     nl.set_link("lo", up=True)
                 for a in self.addresses:
