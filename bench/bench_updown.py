@@ -24,6 +24,7 @@ namespace stays flat. Usage (as root, with the venv's python so that its bin/wgn
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -99,6 +100,8 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
 
+    # an installed wgns has its bytecode compiled; this checkout may not (PYTHONDONTWRITEBYTECODE)
+    compileall.compile_dir(str(REPO / "wgns"), quiet=1)
     sb = Sandbox.enter_self()
     provider = build_provider(sb)
     try:
