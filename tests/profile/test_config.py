@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from wgns.profile.config import (
     resolve_profile_path,
     wg_setconf_text,
 )
-from wgns.profile.frozen import replace
 from wgns.profile.model import (
     Backend,
     Endpoint,

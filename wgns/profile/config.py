@@ -17,6 +17,7 @@ import binascii  # not base64, a wrapper that imports struct too
 import os
 import re
 import stat
+from dataclasses import replace
 from ipaddress import (
     IPv4Address,
     IPv6Address,
@@ -26,7 +27,6 @@ from ipaddress import (
 )
 
 from wgns.errors import ConfigError
-from wgns.profile.frozen import replace
 from wgns.profile.model import (
     Backend,
     Endpoint,
