@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wgns.errors import ConfigError
-from wgns.profile.config import strip_conf
+from wgns.profile.wgconf import strip_conf
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("*.conf"))

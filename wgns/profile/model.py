@@ -9,7 +9,7 @@ the system.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -117,6 +117,8 @@ class Interface:
     save_config: bool = False
     peers: tuple[Peer, ...] = ()
     source: str | None = None  # the file it was read from
+    # the line of each of `dns` in `source`, for messages (not part of what the interface is)
+    dns_lines: tuple[int | None, ...] = field(default=(), compare=False)
 
 
 class Proto(enum.Enum):
@@ -156,6 +158,7 @@ class Profile:
     hooks: tuple[Hook, ...] = ()  # profile-level hooks; interface hooks live on the interface
     forwards: tuple[Forward, ...] = ()
     allow_host: tuple[int, ...] = ()  # host ports the namespace may reach over a forward veth
+    dns_line: int | None = field(default=None, compare=False)  # of the profile's own dns key
 
     @property
     def has_ipv6(self) -> bool:
