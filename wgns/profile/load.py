@@ -102,15 +102,15 @@ def check_dns_routed(profile: Profile) -> None:
                 key=key,
                 hint="add it to AllowedIPs or use a server inside the tunnel",
             )
-        log.warning(
-            "wgns: %s",
-            ConfigError(
-                f"{message}: queries to it bypass the tunnel (kill_switch = false)",
-                path=path,
-                line=line,
-                key=key,
-            ),
+        # Not refused: the user turned the kill switch off, and a hook may route the server.
+        # Said in the form of an error all the same (file:line: key: ...), as a warning.
+        warning = ConfigError(
+            f"{message}: its queries do not go through the tunnel (kill_switch = false)",
+            path=path,
+            line=line,
+            key=key,
         )
+        log.warning("wgns: %s", warning)
 
 
 def _routed(profile: Profile, server: IPAddress) -> bool:
