@@ -522,11 +522,11 @@ class ConfigureWireguard(Op):
 
             wg.uapi_set(uapi_socket(self.ifname), self._iface)
             return
-        from wgns.profile import config
+        from wgns.profile import wgconf
 
         run(
             ["wg", "setconf", self.ifname, "/dev/stdin"],
-            input=config.wg_setconf_text(self._iface),
+            input=wgconf.wg_setconf_text(self._iface),
             ns=self.ns,
         )
 

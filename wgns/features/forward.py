@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,6 @@ from wgns.engine.ops import (
 )
 from wgns.errors import UsageError, WgnsError
 from wgns.features import killswitch
-from wgns.profile.frozen import replace
 from wgns.profile.model import Forward, ForwardMode, IPNetwork, Proto
 from wgns.system import names, netns
 

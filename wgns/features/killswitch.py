@@ -19,9 +19,9 @@ Everything here but :func:`live` and :func:`canonical` is pure.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from wgns.errors import WgnsError
-from wgns.profile.frozen import frozen
 from wgns.system import names
 
 try:  # the builtin module: hashlib would load OpenSSL first (~3 ms of every `wgns up`)
@@ -43,7 +43,7 @@ _COUNTER_RE = r"counter packets \d+ bytes \d+"  # `wgns check` only: compiled on
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}$")
 
 
-@frozen
+@dataclass(frozen=True)
 class Opening:
     """A narrow hole for a declared forward veth (issue 5): only what it needs, nothing more.
 
@@ -78,7 +78,7 @@ class Opening:
         )
 
 
-@frozen
+@dataclass(frozen=True)
 class Spec:
     """Everything the table is rendered from; stored in the state record (``extra.killswitch``)
     so that `wgns check` can render the expected table again."""

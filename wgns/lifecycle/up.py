@@ -12,7 +12,8 @@ from wgns.errors import ConfigError, WgnsError
 from wgns.features import killswitch
 from wgns.lifecycle import probe
 from wgns.lifecycle.plan import Facts, down_hooks, plan_up
-from wgns.profile import config
+from wgns.profile import load as profile_load
+from wgns.profile import wgconf
 from wgns.profile.model import Profile
 from wgns.system import names, netns
 from wgns.wireguard import backends
@@ -194,10 +195,10 @@ def _reload(profile: Profile, rec: state.Record) -> None:
         log.debug("[#] wg syncconf %s /dev/stdin", entry["ifname"])
         run(
             ["wg", "syncconf", entry["ifname"], "/dev/stdin"],
-            input=config.wg_setconf_text(resolved),
+            input=wgconf.wg_setconf_text(resolved),
             ns=where,
         )
 
 
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
-    return config.load_profile(ref, name=name, backend=backend)
+    return profile_load.load_profile(ref, name=name, backend=backend)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
 import binascii  # not base64, a wrapper that imports struct too
+from dataclasses import dataclass
 
 from wgns.engine.ops import run
 from wgns.errors import WgnsError
-from wgns.profile.frozen import frozen
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from wgns.profile.model import Interface
 
 
-@frozen
+@dataclass(frozen=True)
 class PeerState:
     public_key: str
     endpoint: str | None
@@ -27,7 +27,7 @@ class PeerState:
     has_preshared_key: bool
 
 
-@frozen
+@dataclass(frozen=True)
 class DeviceState:
     public_key: str
     listen_port: int
