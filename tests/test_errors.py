@@ -1,4 +1,5 @@
-"""wgns.errors: the user-facing error type and the suppress() used on start-up paths."""
+"""wgns.errors: the user-facing error type, and suppress() until its last users outside the exec
+path take contextlib.suppress (the exec path has wgns.system.startup.suppress)."""
 
 from __future__ import annotations
 

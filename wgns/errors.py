@@ -65,8 +65,9 @@ class UsageError(ConfigError):
 
 
 class suppress:  # lower case: a drop-in for contextlib.suppress
-    """contextlib.suppress without importing contextlib, which (with collections and functools)
-    costs every command ~3 ms of start-up; `wgns exec` and `down` import nothing else of it."""
+    """contextlib.suppress without importing contextlib. Going: the exec path has its own in
+    wgns.system.startup, and the modules that still import this one (engine.state, engine.ops,
+    system.spawn) take contextlib.suppress as they are rewritten; then delete it."""
 
     def __init__(self, *exceptions: type[BaseException]) -> None:
         self.exceptions = exceptions
