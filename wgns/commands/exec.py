@@ -1,8 +1,9 @@
 """`wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]` and `wgns shell NS`.
 
-Besides :func:`register` (the argparse path of wgns/cli.py), :func:`main` parses these two
-commands by hand, without importing argparse or logging: `wgns exec` is a wrapper around other
-commands and its start-up time is the price of every wrapped command. See docs/exec.md.
+Besides :func:`register` (for wgns.cli's --help), :func:`main` parses these two commands by
+hand, without importing argparse: `wgns exec` is a wrapper around other commands and its
+start-up time is the price of every wrapped command (wgns.system.startup, docs/exec.md). The
+launcher and wgns.cli both come here before building any parser.
 """
 
 from __future__ import annotations
@@ -221,9 +222,14 @@ def _run(req: Request) -> int:
 
 
 def _show_help(command: str) -> int:
-    from wgns.cli import build_parser
+    """argparse's help of COMMAND (wgns.cli's parser would show the same: the same register)."""
+    import argparse
 
-    build_parser(only=command).parse_args([command, "--help"])  # exits
+    from wgns import log
+
+    parser = argparse.ArgumentParser(prog="wgns")
+    register(parser.add_subparsers(), log.add_debug_option)
+    parser.parse_args([command, "--help"])  # exits
     return 0
 
 
@@ -244,15 +250,11 @@ def run_shell(args: argparse.Namespace) -> int:
     return _run(Request(command="shell", ns=args.ns, argv=[], user=args.user, if_up=args.if_up))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`wgns exec|shell ...` without argparse and logging; anything else goes to wgns.cli.
+def main(argv: Sequence[str]) -> int:
+    """`wgns exec|shell ...` (ARGV from the command on) without argparse.
 
     Returns only on failure (on success the process has become the command)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("exec", "shell"):
-        from wgns.cli import main as cli_main
-
-        return cli_main(args)
+    args = list(argv)
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     try:
         return _run(parse(args))
@@ -265,10 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The launcher's entry point for `wgns exec|shell` (scripts/install.sh), which skips
+    """The launcher's entry point for `wgns exec|shell` (scripts/wgns-launcher.in), which skips
     wgns.cli: on success this process has become CMD; on failure, errors.leave()."""
-    leave(main())
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main(sys.argv[1:]))
