@@ -698,7 +698,7 @@ def test_damaged_record_is_one_line_naming_the_file(sandbox: Sandbox, up: Provid
 
 CALL_IN_VIEW = r"""
 import json, os, sys
-from wgns.system import runas, startup
+from wgns.system import execview
 from wgns.errors import WgnsError
 ns = sys.argv[1]
 out = {}
