@@ -80,6 +80,31 @@ def test_ismount_sees_mounts_on_files_as_os_path_does(sandbox: Sandbox) -> None:
     assert seen["/run/pt"][0] == seen["/run/pt"][1]
 
 
+def test_posix_is_what_os_exports() -> None:
+    """The path calls posix directly: the very functions os re-exports."""
+    import posix
+
+    for name in ("open", "close", "stat", "lstat", "listdir", "getcwd", "chdir", "execve"):
+        assert getattr(posix, name) is getattr(os, name)
+    for name in ("setgroups", "setresgid", "setresuid", "getgrouplist", "fork", "pipe2"):
+        assert getattr(posix, name) is getattr(os, name)
+
+
+def test_signal_and_stat_are_the_modules_c_halves() -> None:
+    import signal
+    import stat
+
+    assert startup.S_ISDIR is stat.S_ISDIR and startup.S_ISLNK is stat.S_ISLNK
+    assert startup.S_ISREG is stat.S_ISREG
+    assert (startup.SIGPIPE, startup.SIGXFSZ) == (signal.SIGPIPE, signal.SIGXFSZ)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        startup.set_signal(startup.SIGXFSZ, startup.SIG_DFL)
+        assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGXFSZ, old)
+
+
 # ---------------------------------------------------------------------------------- contextlib
 
 

@@ -30,11 +30,10 @@ On `wgns exec`'s path: see wgns.system.startup for what that means for imports.
 from __future__ import annotations
 
 import posix
-from _stat import S_ISDIR, S_ISLNK  # stat.py is a wrapper of this C module
 
 from wgns.errors import WgnsError
 from wgns.system import libc, netns
-from wgns.system.startup import isdir, isfile, join, record_phase, suppress
+from wgns.system.startup import S_ISDIR, S_ISLNK, isdir, isfile, join, record_phase, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.system.startup)
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ On `wgns exec`'s path: see wgns.system.startup for what that means for imports.
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # (no stub; signal's C half: no enum wrappers)
 import errno
 import posix
 import pwd
@@ -22,7 +21,7 @@ import sys
 
 from wgns.errors import WgnsError
 from wgns.system import libc
-from wgns.system.startup import fsdecode, join, suppress
+from wgns.system.startup import SIG_DFL, SIGPIPE, SIGXFSZ, fsdecode, join, set_signal, suppress
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.system.startup)
 if TYPE_CHECKING:
@@ -349,8 +348,8 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     Raises ExecError 127 when no PATH entry has it (directories the user may not search count as
     not having it), 126 when one has it but it cannot be executed."""
     # Python ignores these; an exec'd program must get the default dispositions back
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
+    for sig in (SIGPIPE, SIGXFSZ):
+        set_signal(sig, SIG_DFL)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             with suppress(OSError, ValueError):

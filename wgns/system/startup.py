@@ -7,23 +7,31 @@ double-sudo helper it replaces (`sudo -E ip netns exec NS sudo -E -u "#UID" -g "
 wgns.system.libc, this module and wgns.errors. Nothing else in wgns uses these shims: the rest
 uses os, os.path, json and contextlib as usual.
 
-Each shim below says what it replaces and what that would cost the path, measured with
-`python3.11 -I -S -X importtime -c 'import X'` (self + imported modules not loaded yet, median of
-runs on the 2-core CI machine; `python3 -I -S -c pass` itself takes ~5.6 ms there), and
-tests/system/test_startup.py compares each with the standard thing it replaces. Two more rules of
-the path live in the modules themselves, as they must:
+Each shim below says what it replaces and what that would cost the path: the cumulative time of
+`python3.11 -I -S -X importtime -c 'import X'` (X and the modules it loads; median of 21 runs on
+the 2-core CI machine, where `python3 -I -S -c pass` takes ~7 ms and the whole `wgns exec` ~10 ms
+against ~11 ms for the double-sudo helper). tests/system/test_startup.py compares each with the
+standard thing it replaces, and tests/commands/test_exec.py checks that the launcher loads none
+of them. Two more rules of the path live in the modules themselves, as they must:
 
-- no `typing` (~12 ms with what it loads): the modules of the path write
-  ``TYPE_CHECKING = False`` (which mypy treats as typing.TYPE_CHECKING) and import typing and
-  collections.abc under it only;
-- no `ctypes` (~2.6 ms over its C half): wgns.system.libc binds libc on ``_ctypes``.
+- no `typing` (8.6 ms): the modules of the path write ``TYPE_CHECKING = False`` (which mypy
+  treats as typing.TYPE_CHECKING) and import typing and collections.abc under it only;
+- no `ctypes` (2.6 ms; its C half 0.4 ms): wgns.system.libc binds libc on ``_ctypes``.
+
+And no dataclasses (13 ms): the path's few classes (runas.Target, commands.exec.Request) are
+plain classes with __slots__.
 """
 
 from __future__ import annotations
 
 import posix
 import sys
-from _stat import S_ISDIR, S_ISLNK, S_ISREG  # stat.py is a wrapper of this C module
+
+# signal and stat: the C halves. `import signal` costs 4.0 ms (it wraps every constant and
+# handler in enums), _signal 0.06 ms; stat.py is `from _stat import *` plus Python fallbacks.
+from _signal import SIG_DFL, SIGPIPE, SIGXFSZ  # type: ignore[import-not-found]  # (no stub)
+from _signal import signal as set_signal
+from _stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from wgns.errors import WgnsError
 
@@ -34,9 +42,12 @@ if TYPE_CHECKING:
 #: Where the engine keeps each namespace's record (wgns.engine.state writes /run/wgns/NS.json).
 RECORD_DIR = "/run/wgns"
 
+__all__ = ["SIGPIPE", "SIGXFSZ", "SIG_DFL", "S_ISDIR", "S_ISLNK", "S_ISREG", "set_signal"]
+
 # ---------------------------------------------------------------------------- os and os.path
-# `import os` costs the path ~1.0 ms (os 0.5 ms + _collections_abc for os.environ, posixpath,
-# stat, genericpath); the path needs only the posix module underneath os and these helpers.
+# `import os` costs the path 1.0 ms (with _collections_abc for os.environ, posixpath, stat,
+# genericpath). The path calls the posix module os is built on (os.open is posix.open, ...)
+# and these helpers.
 
 _ENCODING = sys.getfilesystemencoding()
 _ERRORS = sys.getfilesystemencodeerrors()
@@ -102,8 +113,8 @@ def ismount(path: str) -> bool:
 
 
 class suppress:  # lower case: a drop-in for contextlib.suppress
-    """contextlib.suppress without contextlib, which costs the path ~2.5 ms (with collections,
-    functools, keyword, operator, reprlib that it loads)."""
+    """contextlib.suppress without contextlib, which costs the path 3.5 ms (with os,
+    collections, functools and what they load)."""
 
     def __init__(self, *exceptions: type[BaseException]) -> None:
         self.exceptions = exceptions
@@ -116,8 +127,8 @@ class suppress:  # lower case: a drop-in for contextlib.suppress
 
 
 # ----------------------------------------------------------------------------------- the record
-# `import json` costs the path ~6.5 ms (json.decoder imports re, json.encoder...); its C half
-# `_json` ~0.3 ms. The exec path reads one key of one record per start.
+# `import json` costs the path 6.9 ms (json.decoder imports re); its C half `_json` 0.2 ms. The
+# path reads one key of one record per start.
 
 
 class _Defaults:
