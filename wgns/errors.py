@@ -64,6 +64,20 @@ class UsageError(ConfigError):
     """A bad command line."""
 
 
+class DamagedRecord(WgnsError):
+    """A state record (/run/wgns/NS.json) that cannot be used: truncated, not JSON, edited.
+
+    The same one line at every command: `wgns exec` (wgns.system.startup) and the engine."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(
+            f"state record {path} is damaged ({why})",
+            hint="wgns no longer knows what it set up: check `ip netns list` and `ip link`, "
+            "remove what is left by hand, delete the file, then `wgns up` again",
+        )
+        self.path = path
+
+
 class suppress:  # lower case: a drop-in for contextlib.suppress
     """contextlib.suppress without importing contextlib. Going: the exec path has its own in
     wgns.system.startup, and the modules that still import this one (engine.state, engine.ops,

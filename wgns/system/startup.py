@@ -33,7 +33,7 @@ from _signal import SIG_DFL, SIGPIPE, SIGXFSZ  # type: ignore[import-not-found] 
 from _signal import signal as set_signal
 from _stat import S_ISDIR, S_ISLNK, S_ISREG
 
-from wgns.errors import WgnsError
+from wgns.errors import DamagedRecord, WgnsError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see above)
 if TYPE_CHECKING:
@@ -181,19 +181,12 @@ def record_phase(ns: str) -> str | None:
     except OSError as e:
         raise WgnsError(f"cannot read the state record {path}: {e.strerror}") from e
     try:
-        phase = loads(raw.decode("utf-8")).get("phase")
-        if isinstance(phase, str):
-            return phase
-        why = "no phase"
-    except (ValueError, AttributeError) as e:  # not UTF-8, not JSON, not an object
-        why = str(e) if isinstance(e, ValueError) else "not a JSON object"
-    raise damaged_record(path, why)
-
-
-def damaged_record(path: str, why: str) -> WgnsError:
-    """The error for a record wgns cannot use (one line; exec and the engine say the same)."""
-    return WgnsError(
-        f"state record {path} is damaged ({why})",
-        hint="wgns no longer knows what it set up: check `ip netns list` and `ip link`, "
-        "remove what is left by hand, delete the file, then `wgns up` again",
-    )
+        value = loads(raw.decode("utf-8"))
+    except ValueError as e:  # not UTF-8 (a UnicodeDecodeError is a ValueError), not JSON
+        raise DamagedRecord(path, str(e)) from e
+    if not isinstance(value, dict):
+        raise DamagedRecord(path, "not a JSON object")
+    phase = value.get("phase")
+    if not isinstance(phase, str):
+        raise DamagedRecord(path, "no phase")
+    return phase
