@@ -6,7 +6,7 @@ WgnsError. The CLI edge prints ``wgns: <message>`` and exits with ``exit_code``.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.system.startup)
 if TYPE_CHECKING:
     from os import PathLike
     from typing import NoReturn
