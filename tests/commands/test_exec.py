@@ -76,6 +76,25 @@ def test_command_line_errors(argv: list[str]) -> None:
         exec_cmd.parse(argv)
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["exec", "--help"], "usage: wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]"),
+        (["exec", "vpn", "-h", "ls"], "usage: wgns exec NS"),
+        (["shell", "vpn", "--help"], "usage: wgns shell NS [--user USER] [--if-up]"),
+    ],
+)
+def test_help_is_argparses_from_the_same_register(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The launcher's own parser hands -h/--help to argparse, as `wgns --help exec` shows it."""
+    with pytest.raises(SystemExit) as info:
+        exec_cmd.main(argv)
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith(usage)
+    assert "--if-up" in out and "--debug" in out
+
+
 def _target(uid: int = UID, shell: str = "/bin/sh") -> runas.Target:
     return runas.Target(uid, GID, tuple(GROUPS), USER, "/home/alice", shell)
 
