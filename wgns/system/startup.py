@@ -2,7 +2,7 @@
 
 `wgns exec` wraps each program a user runs, so its start is paid every time; its budget is the
 double-sudo helper it replaces (`sudo -E ip netns exec NS sudo -E -u "#UID" -g "#GID" CMD`, about
-15 ms here, bench/bench_exec.py). The path is: the launcher (scripts/wgns-launcher.in, `python3
+11 ms here, bench/bench_exec.py). The path is: the launcher (scripts/wgns-launcher.in, `python3
 -I -S`) -> wgns.commands.exec -> wgns.system.execview and wgns.system.runas -> wgns.system.netns,
 wgns.system.libc, this module and wgns.errors. Nothing else in wgns uses these shims: the rest
 uses os, os.path, json and contextlib as usual.
@@ -28,7 +28,8 @@ import posix
 import sys
 
 # signal and stat: the C halves. `import signal` costs 4.0 ms (it wraps every constant and
-# handler in enums), _signal 0.06 ms; stat.py is `from _stat import *` plus Python fallbacks.
+# handler in enums), _signal 0.06 ms; stat.py (0.12 ms) is `from _stat import *` plus Python
+# fallbacks: kept off the path with the rest of os.
 from _signal import SIG_DFL, SIGPIPE, SIGXFSZ  # type: ignore[import-not-found]  # (no stub)
 from _signal import signal as set_signal
 from _stat import S_ISDIR, S_ISLNK, S_ISREG
