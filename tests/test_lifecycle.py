@@ -602,7 +602,7 @@ def test_up_and_down_import_only_what_they_need() -> None:
     )
     assert "wgns.profile.load" in up and "wgns.lifecycle.plan" in up
     heavy = {"dataclasses", "inspect", "subprocess", "pathlib", "contextlib", "json", "signal"}
-    heavy |= {"socket", "struct", "typing", "threading", "argparse", "ctypes", "hashlib"}
+    heavy |= {"socket", "struct", "typing", "threading", "argparse", "ctypes"}  # hashlib: names.py
     # wgns.profile is plain standard library (issue 12): dataclasses (with the inspect and
     # contextlib it imports), pathlib and typing are the profile parser's to import.
     profile_stdlib = {"dataclasses", "inspect", "contextlib", "pathlib", "typing"}
