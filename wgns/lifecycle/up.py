@@ -75,7 +75,7 @@ def gather_facts(profile: Profile) -> Facts:
     openings: tuple[killswitch.Opening, ...] = ()
     # else wgns.features.forward need not even be imported
     if profile.forwards or profile.allow_host:
-        from wgns.features import forward
+        from wgns.features.forward import spec as forward
 
         openings = forward.openings(profile.name, profile.forwards, profile.allow_host)
     return Facts(
@@ -91,7 +91,7 @@ def gather_facts(profile: Profile) -> Facts:
 def _forwards_json(profile: Profile) -> list[dict[str, object]]:
     if not profile.forwards:
         return []
-    from wgns.features import forward
+    from wgns.features.forward import spec as forward
 
     return [forward.to_json(f) for f in profile.forwards]
 

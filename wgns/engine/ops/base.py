@@ -19,10 +19,22 @@ from typing import Any, ClassVar
 from wgns.errors import WgnsError
 
 # Op kinds defined outside wgns.engine.ops, imported only when a journal names them
-KIND_MODULES: dict[str, str] = {"forwards": "wgns.features.forward"}
+KIND_MODULES: dict[str, str] = {
+    kind: "wgns.features.forward.ops"
+    for kind in (
+        "forward_port",
+        "forward_veth",
+        "forward_ingress",
+        "forward_dnat",
+        "forward_opening",
+        "forward_relay",
+    )
+}
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more
 RETIRED_KINDS: dict[str, str] = {
+    "forwards": "journaled by an older wgns (all forwards of a namespace in one entry), not "
+    "supported any more: take the namespace down with that wgns, or reboot (records live in /run)",
     "ip_batch": "journaled by an older wgns (an `ip -b` batch), not supported any more: "
     "delete the namespace by hand (`ip netns del NS`) and remove the record",
 }

@@ -156,6 +156,27 @@ def forwards(wgns: Any, ns: str | None = NS) -> list[dict[str, Any]]:
     return doc["forwards"]  # type: ignore[no-any-return]
 
 
+def forwards_by_key(wgns: Any, ns: str | None = NS) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(f["proto"], f["host_port"]): f for f in forwards(wgns, ns)}
+
+
+def children(sandbox: Sandbox, pid: int) -> list[int]:
+    out = sandbox.run(["pgrep", "-P", str(pid)], check=False).stdout.split()
+    return [int(p) for p in out]
+
+
+def wait_for(what: str, cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def dig(sandbox: Sandbox, server: str, port: int, name: str = "svc.test") -> str:
+    argv = ["dig", "+short", "+time=2", "+tries=1", f"@{server}", "-p", str(port), name]
+    return sandbox.run(argv).stdout.strip()
+
+
 def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     diffs = snapshot_diff(before, after)
     assert not diffs, "system state changed:\n" + "\n".join(diffs[:20])
@@ -289,15 +310,39 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         (st,) = json.loads(wgns("status", NS, "--json", env=ENV).stdout)["namespaces"]
         assert {(f["proto"], f["host_port"]) for f in st["forwards"]} == set(listed)
         assert "forward tcp 9092 -> vpn:8080 (relay" in wgns("status", NS, env=ENV).stdout
-        # a relay that died is seen, and the next change of the namespace's forwards restarts it
-        dead = listed[("udp", 5300)]["relay"]["pid"]
-        sandbox.run(["kill", "-9", str(dead)])
-        time.sleep(0.1)
-        assert "DEAD" in wgns("forward", "list", NS, env=ENV).stdout
+        # a relay is supervised: its worker killed with SIGKILL is restarted, on the same port
+        udp_relay = listed[("udp", 5300)]["relay"]
+        supervisor = udp_relay["pid"]
+        log_file = udp_relay["log"]
+        assert log_file == "/run/wgns/log/vpn/relay-5300-udp.log"
+        (worker,) = children(sandbox, supervisor)
+        sandbox.run(["kill", "-KILL", str(worker)])
+        wait_for("a new worker", lambda: children(sandbox, supervisor) not in ([], [worker]))
+        assert dig(sandbox, "::1", 5300) == "198.18.99.2"
+        log = sandbox.read_text(log_file)
+        assert "worker killed by SIGKILL" in log and log.count(" relays") == 2, log
+        assert "Traceback" not in log, log
+        # the supervisor killed with SIGKILL: the relay is dead, and `list` says so
+        tcp_relay = listed[("tcp", 9092)]["relay"]
+        sandbox.run(["kill", "-KILL", str(supervisor)])
+        wait_for(
+            "the relay to die", lambda: not forwards_by_key(wgns)[("udp", 5300)]["relay"]["alive"]
+        )
+        text = wgns("forward", "list", NS, env=ENV).stdout
+        assert f"relay pid {supervisor} DEAD (log: {log_file}" in text
+        # changes to other forwards touch no other relay, dead or alive
         wgns("forward", "add", NS, "9096:8080", "--mode", "relay", env=ENV)
         wgns("forward", "remove", NS, "9096", env=ENV)
-        (udp,) = [f for f in forwards(wgns) if f["proto"] == "udp"]
-        assert udp["relay"]["alive"] and udp["relay"]["pid"] != dead
+        now = forwards_by_key(wgns)
+        assert now[("udp", 5300)]["relay"] == {**udp_relay, "alive": False}
+        assert now[("tcp", 9092)]["relay"] == tcp_relay
+        # adding the forward again repairs it, and says so
+        proc = wgns("forward", "add", NS, "5300:53", "--proto", "udp", "--mode", "relay", env=ENV)
+        assert "relay restarted (it was dead" in proc.stderr, proc.stderr
+        udp = forwards_by_key(wgns)[("udp", 5300)]
+        assert udp["relay"]["alive"] and udp["relay"]["pid"] != supervisor
+        assert forwards_by_key(wgns)[("tcp", 9092)]["relay"] == tcp_relay
+        assert dig(sandbox, "::1", 5300) == "198.18.99.2"
 
         # a connection in progress through 9091 is not disturbed by changes to the others
         keep = sandbox.popen(
@@ -352,7 +397,8 @@ def test_runtime_add_remove_both_modes_errors_and_down(
             after_busy = sandbox.settled_snapshot()
             for mode in ("nat", "relay"):
                 proc = wgns("forward", "add", NS, "9095", "--mode", mode, check=False, env=ENV)
-                assert proc.returncode == 1 and "in use on the host" in proc.stderr, proc.stderr
+                assert proc.returncode == 1, proc.stderr
+                assert "in use on the host (127.0.0.1:9095)" in proc.stderr, proc.stderr
             assert_same(after_busy, sandbox.settled_snapshot())
         finally:
             stop(sandbox, busy)
@@ -403,54 +449,238 @@ def test_crash_mid_add_then_down_is_exact(sandbox: Sandbox, provider: Provider, 
     assert killed, "`forward add` always finished before the kill"
 
 
+def make_lan(sandbox: Sandbox, ns: str, host_if: str, host_addr: str, client_addr: str) -> None:
+    """A client namespace NS on a LAN of its own with the host (HOST_ADDR on HOST_IF)."""
+    gateway = host_addr.split("/")[0]
+    sandbox.run(["ip", "netns", "add", ns])
+    script = [
+        f"link add {host_if} type veth peer name eth0 netns {ns}",
+        f"addr add {host_addr} dev {host_if}",
+        f"link set {host_if} up",
+    ]
+    sandbox.run(["ip", "-b", "-"], input="\n".join(script) + "\n")
+    sandbox.run(["sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1"])
+    sandbox.run(["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"], netns=ns)
+    lines = ["link set lo up", f"addr add {client_addr} dev eth0", "link set eth0 up",
+             f"route add default via {gateway}"]  # fmt: skip
+    sandbox.run(["ip", "-n", ns, "-b", "-"], input="\n".join(lines) + "\n")
+
+
+def test_lan_sources_reach_the_service_on_every_interface_while_any_forward_needs_it(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    """Issue 12, edge 1: a --from LAN that holds the host's own address, a --from network over
+    two interfaces, and forwarding kept on while a remaining forward needs it."""
+    make_lan(sandbox, "lan1", "lanA", "198.18.2.1/24", "198.18.2.10/24")
+    make_lan(sandbox, "lan2", "lanB", "198.18.3.1/24", "198.18.3.10/24")
+    conf = write_profile(sandbox, provider.client_conf(), "vpn.conf")
+    # something of lan2 that lan1 must not reach through the host (the host routes only DNAT)
+    lan2_ls = start(sandbox, ["python3", "-c", HOST_LISTENERS, "7777"], netns="lan2")
+    before = sandbox.settled_snapshot()
+    assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "0"
+    assert sysctl(sandbox, "net.ipv4.conf.lanB.forwarding") == "0"
+    wgns("up", conf, "--name", NS, env=ENV)
+    srv = http_server(sandbox, 8000)
+    try:
+        wgns("forward", "add", NS, "9003:8000", "--from", "198.18.2.0/24", env=ENV)
+        assert curl(sandbox, "http://198.18.2.1:9003/peer", ns="lan1") == (0, "198.18.2.10")
+        assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "1"
+        assert sysctl(sandbox, "net.ipv4.conf.lanB.forwarding") == "0"
+
+        wgns("forward", "add", NS, "9004:8000", "--from", "198.18.2.0/23", env=ENV)
+        assert curl(sandbox, "http://198.18.2.1:9004/peer", ns="lan1") == (0, "198.18.2.10")
+        assert curl(sandbox, "http://198.18.3.1:9004/peer", ns="lan2") == (0, "198.18.3.10")
+        assert sysctl(sandbox, "net.ipv4.conf.lanB.forwarding") == "1"
+        assert curl(sandbox, "http://198.18.3.1:9003/", ns="lan2")[0] != 0  # not from lan2
+        # forwarding is on for DNAT only: lan1 cannot use the host as a router to lan2
+        assert connect(sandbox, "198.18.3.10", 7777, "lan1").startswith("error")
+        check = wgns("check", NS, check=False, env=ENV).stdout
+        assert "PASS killswitch" in check, check
+
+        # removing one forward leaves what the other needs
+        wgns("forward", "remove", NS, "9003", env=ENV)
+        assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "1"
+        assert curl(sandbox, "http://198.18.2.1:9004/peer", ns="lan1") == (0, "198.18.2.10")
+        assert curl(sandbox, "http://198.18.3.1:9004/peer", ns="lan2") == (0, "198.18.3.10")
+        assert curl(sandbox, "http://198.18.2.1:9003/", ns="lan1")[0] != 0
+        assert "PASS killswitch" in wgns("check", NS, check=False, env=ENV).stdout
+
+        wgns("forward", "remove", NS, "9004", env=ENV)
+        assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "0"
+        assert sysctl(sandbox, "net.ipv4.conf.lanB.forwarding") == "0"
+        assert curl(sandbox, "http://198.18.2.1:9004/", ns="lan1")[0] != 0
+        assert forwards(wgns) == []
+    finally:
+        stop(sandbox, srv)
+    wgns("down", NS, env=ENV)
+    assert_same(before, sandbox.settled_snapshot())
+    stop(sandbox, lan2_ls)
+
+
+def test_a_stale_port_claim_is_taken_over(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
+    """Issue 12, edge 6: a claim whose owner has no record (or whose record does not list it)
+    does not block the port; one whose owner lists it does."""
+    conf = write_profile(sandbox, provider.client_conf(), "vpn.conf")
+    wgns("up", conf, "--name", NS, env=ENV)
+    srv = http_server(sandbox, 8080)
+    try:
+        sandbox.write_file("/run/wgns/claims/port-tcp_9091", "ghost")
+        proc = wgns("forward", "add", NS, "9091:8080", env=ENV)
+        assert "claim of tcp port 9091 by ghost is stale" in proc.stderr, proc.stderr
+        assert curl(sandbox, "http://127.0.0.1:9091/") == (0, "hello from ns")
+        assert sandbox.read_text("/run/wgns/claims/port-tcp_9091") == NS
+        # a live claim of another namespace still blocks
+        sandbox.write_file("/run/wgns/claims/port-tcp_9092", "vpn2")
+        wgns("up", conf, "--name", "vpn2", env=ENV)
+        proc = wgns("forward", "add", NS, "9092:8080", env=ENV)  # vpn2's record does not list it
+        assert "claim of tcp port 9092 by vpn2 is stale" in proc.stderr, proc.stderr
+        wgns("forward", "add", "vpn2", "9093:8080", env=ENV)
+        proc = wgns("forward", "add", NS, "9093:8080", check=False, env=ENV)
+        assert proc.returncode == 1 and "already published by vpn2" in proc.stderr, proc.stderr
+    finally:
+        stop(sandbox, srv)
+    wgns("down", "vpn2", env=ENV)
+    wgns("down", NS, env=ENV)
+    assert not sandbox.path("/run/wgns/claims").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # The pure parts, without a sandbox
 
 
 def test_parsing_and_what_each_mode_needs() -> None:
     from wgns.errors import UsageError
-    from wgns.features import forward
+    from wgns.features.forward import spec
 
-    assert forward.parse_ports("9091") == (9091, 9091)
-    assert forward.parse_ports("8080:80") == (8080, 80)
+    assert spec.parse_ports("9091") == (9091, 9091)
+    assert spec.parse_ports("8080:80") == (8080, 80)
     for bad in ("0", "65536", "80:", ":80", "x", "-1", "80:0", "1:2:3", "99999999"):
         with pytest.raises(UsageError):
-            forward.parse_ports(bad)
+            spec.parse_ports(bad)
     with pytest.raises(UsageError, match="host bits"):
-        forward.parse_sources(["10.0.0.1/8"])
+        spec.parse_sources(["10.0.0.1/8"])
     with pytest.raises(UsageError, match="not an IP network"):
-        forward.parse_sources(["10.0.0.0/33"])
-    f = forward.make_forward("9091", sources=["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
-    assert [str(n) for n in forward.nat_sources(f)] == ["10.0.0.0/8", "127.0.0.0/8"]
-    assert [str(n) for n in forward.relay_sources(f)] == ["::1/128"]
-    assert forward.relay_listen(forward.relay_sources(f)) == ["::1"]
-    r = forward.make_forward("9091", mode="relay")
-    assert forward.nat_sources(r) == [] and forward.relay_listen(r.sources) == ["127.0.0.1", "::1"]
-    assert forward.from_json(forward.to_json(f)) == f
+        spec.parse_sources(["10.0.0.0/33"])
+    f = spec.make_forward("9091", sources=["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
+    assert [str(n) for n in spec.nat_sources(f)] == ["10.0.0.0/8", "127.0.0.0/8"]
+    assert [str(n) for n in spec.remote_sources(f)] == ["10.0.0.0/8"]
+    assert [str(n) for n in spec.relay_sources(f)] == ["::1/128"]
+    assert spec.relay_listen(spec.relay_sources(f)) == ["::1"]
+    r = spec.make_forward("9091", mode="relay")
+    assert spec.nat_sources(r) == [] and spec.relay_listen(r.sources) == ["127.0.0.1", "::1"]
+    assert spec.from_json(spec.to_json(f)) == f
 
     vh, vn = names.veth_ifnames(NS)
-    (op,) = forward.openings(NS, [f], [3128])
+    (op,) = spec.openings(NS, [f], [3128])
     assert op.ifname == vn
     assert all(rule.startswith(f'iifname "{vn}"') for rule in op.rules_in)
     assert all(rule.startswith(f'oifname "{vn}"') for rule in op.rules_out)
     assert any("tcp dport { 9091 }" in rule for rule in op.rules_in)
     assert any("th dport { 3128 }" in rule for rule in op.rules_out)
-    assert forward.openings(NS, [r], []) == ()  # relay only: no veth, no hole
+    assert spec.openings(NS, [r], []) == ()  # relay only: no veth, no hole
 
-    rules = forward.main_ruleset(NS, [f], [], "198.18.128.0", "198.18.128.1", ["eth0"])
-    assert "dnat ip to 198.18.128.1:9091" in rules
-    assert f'oifname "{vh}" ip saddr 127.0.0.0/8 snat ip to 198.18.128.0' in rules
-    assert 'iifname { "eth0" } counter drop' in rules
-    assert rules.startswith(f"table inet {names.nft_table(NS)} {{}}\ndelete table")
+    dnat = spec.dnat_ruleset(NS, f, "198.18.128.1")
+    assert "dnat ip to 198.18.128.1:9091" in dnat
+    assert 'iifname != "' + vh + '" fib daddr type local ip saddr { 10.0.0.0/8 }' in dnat
+    table = spec.dnat_table_name(NS, f)
+    assert dnat.startswith(f"table inet {table} {{}}\ndelete table inet {table}\n")
+    veth = spec.veth_ruleset(NS, [3128], "198.18.128.0")
+    assert f'oifname "{vh}" ip saddr 127.0.0.0/8 snat ip to 198.18.128.0' in veth
+    assert "th dport { 3128 } accept" in veth
+    assert 'iifname "eth0" counter drop' in spec.guard_ruleset(NS, "eth0")
+    # each op owns its table: no two share a name (a tcp and a udp forward of one port neither)
+    udp = spec.make_forward("9091", proto="udp")
+    names_used = {spec.veth_table_name(NS), table, spec.guard_table_name(NS, "eth0"),
+                  spec.dnat_table_name(NS, udp)}  # fmt: skip
+    assert len(names_used) == 4
+
+
+def test_the_ops_of_each_forward_and_of_a_profile() -> None:
+    from wgns.features import killswitch
+    from wgns.features.forward import plan, spec
+    from wgns.features.forward.ops import serves
+
+    ks = killswitch.Spec(table="wgns_vpn", wg_ifnames=("wg0",), ipv6=False)
+    local = spec.make_forward("9091:8080")
+    lan = spec.make_forward("9092", sources=["198.18.2.0/24"])
+    relay = spec.make_forward("9093", mode="relay")
+    kinds = lambda ops: [op.kind for op in ops]  # noqa: E731
+    base = plan.base_killswitch(ks)
+    assert kinds(plan.ops_for_forward(NS, local, allow_host=[], kill_switch=base)) == [
+        "forward_port", "forward_veth", "forward_opening", "forward_dnat", "forward_relay",
+    ]  # fmt: skip
+    assert kinds(plan.ops_for_forward(NS, lan, allow_host=[], kill_switch=None)) == [
+        "forward_port", "forward_veth", "forward_ingress", "forward_dnat",
+    ]  # fmt: skip
+    assert kinds(plan.ops_for_forward(NS, relay, allow_host=[], kill_switch=base)) == [
+        "forward_port", "forward_relay",
+    ]  # fmt: skip
+    ops = plan.ops_for_profile(NS, [local, relay], [3128], ks)
+    assert kinds(ops[:2]) == ["forward_veth", "forward_opening"]  # allow_host's own
+    assert all(op.to_json()["kind"] == op.kind for op in ops)
+    # a forward's ops are exactly those that serve it (what `forward remove` undoes)
+    assert [op for op in ops if serves(op, NS, "tcp/9093")] == ops[-2:]
+    assert not any(serves(op, NS, "tcp/9091") for op in ops[:2])
+    assert not any(serves(op, "other", "tcp/9091") for op in ops)
+    # the journal round trip
+    from wgns.engine.ops import Op
+
+    for op in ops:
+        assert Op.from_json(op.to_json()) == op
+    opened = killswitch.Spec(
+        table="t", wg_ifnames=(), ipv6=True, openings=spec.openings(NS, [local], [])
+    )
+    stripped = plan.base_killswitch(opened)
+    assert stripped is not None and stripped["openings"] == []
+
+
+def test_ingress_probes_every_piece_of_a_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    from wgns.features.forward import ingress
+
+    net = ipaddress.IPv4Network
+    routes = [net(r) for r in ("198.18.2.0/24", "198.18.3.0/24", "198.18.2.1/32",
+                               "198.18.2.255/32", "198.18.3.1/32", "0.0.0.0/0")]  # fmt: skip
+    # the host's own address is not the only probe of its LAN (issue 12, edge 1)
+    probes = ingress.probe_addresses(net("198.18.2.0/24"), routes)
+    assert "198.18.2.1" in probes and any(p not in ("198.18.2.1", "198.18.2.255") for p in probes)
+    # a /23 over two LANs: one probe on each
+    probes = ingress.probe_addresses(net("198.18.2.0/23"), routes)
+    assert any(ipaddress.ip_address(p) in net("198.18.2.0/24") and p not in ("198.18.2.1",
+               "198.18.2.255") for p in probes)  # fmt: skip
+    assert any(ipaddress.ip_address(p) in net("198.18.3.0/24") and p != "198.18.3.1"
+               for p in probes)  # fmt: skip
+    assert ingress.probe_addresses(net("10.0.0.0/8"), routes) == ["10.0.0.1"]
+    assert ingress.probe_addresses(net("198.18.2.7/32"), routes) == ["198.18.2.7"]
+
+    answers = {
+        "198.18.2.1": {"type": "local", "dst": "198.18.2.1", "dev": "lo"},
+        "198.18.2.255": {"type": "broadcast", "dst": "198.18.2.255", "dev": "lanA"},
+    }
+
+    def batch(lines: list[str], options: list[str] = []) -> list[dict[str, Any]]:  # noqa: B006
+        if lines == ["route show table all"]:
+            return [{"dst": str(r)} for r in routes]
+        out = []
+        for line in lines:
+            addr = line.split()[-1]
+            dev = "lanA" if ipaddress.ip_address(addr) in net("198.18.2.0/24") else "lanB"
+            out.append(answers.get(addr, {"dst": addr, "dev": dev}))
+        return out
+
+    monkeypatch.setattr(ingress.claims, "ip_json_batch", batch)
+    assert ingress.ingress_interfaces([net("198.18.2.0/24")]) == ["lanA"]
+    assert sorted(ingress.ingress_interfaces([net("198.18.2.0/23")])) == ["lanA", "lanB"]
 
 
 def test_pool_allocation_probes_past_claims_and_host_routes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wgns.features import forward
+    from wgns.features.forward import claims
 
-    monkeypatch.setattr(forward, "CLAIMS_DIR", tmp_path / "claims")
-    monkeypatch.setenv(forward.POOL_ENV, "198.18.128.0/29")  # 4 slots
+    monkeypatch.setattr(claims, "CLAIMS_DIR", tmp_path / "claims")
+    monkeypatch.setenv(claims.POOL_ENV, "198.18.128.0/29")  # 4 slots
     used_by_host = {"198.18.128.2", "198.18.128.3"}
     calls: list[list[str]] = []
 
@@ -461,18 +691,24 @@ def test_pool_allocation_probes_past_claims_and_host_routes(
             for a in addrs
         ]
 
-    monkeypatch.setattr(forward, "_fibmatch", fibmatch)
-    got = {forward.allocate(f"ns{i}")[1] for i in range(3)}
+    monkeypatch.setattr(claims, "fibmatch", fibmatch)
+    got = {claims.allocate(f"ns{i}")[1] for i in range(3)}
     assert got == {"198.18.128.0", "198.18.128.4", "198.18.128.6"}  # .2 is the host's
     assert len(calls) == 3  # one `ip` per allocation, however many namespaces exist
     with pytest.raises(Exception, match="exhausted"):
-        forward.allocate("ns3")
-    forward.release("pool", "198.18.128.4", "someone")  # only its owner can release it
-    assert forward.claim_owner("pool", "198.18.128.4") is not None
+        claims.allocate("ns3")
+    claims.release("pool", "198.18.128.4", "someone")  # only its owner can release it
+    assert claims.claim_owner("pool", "198.18.128.4") is not None
     for addr in sorted(got):
-        owner = forward.claim_owner("pool", addr)
+        owner = claims.claim_owner("pool", addr)
         assert owner is not None
-        forward.release("pool", addr, owner)
+        claims.release("pool", addr, owner)
     assert not (tmp_path / "claims").exists()  # the last release removes the directory
-    assert forward._route_free([{"dst": "169.254.0.0/16", "dev": "eth0"}, None])
-    assert not forward._route_free([{"type": "local", "dst": "10.0.0.1"}])
+    assert claims.route_free([{"dst": "169.254.0.0/16", "dev": "eth0"}, None])
+    assert not claims.route_free([{"type": "local", "dst": "10.0.0.1"}])
+    # a stale claim is taken over by a rename, never left half-written
+    assert claims.claim("port", "tcp/9091", "ghost")
+    assert claims.take_over("port", "tcp/9091", "ghost", "vpn")
+    assert claims.claim_owner("port", "tcp/9091") == "vpn"
+    assert not claims.take_over("port", "tcp/9091", "ghost", "other")
+    assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["port-tcp_9091"]
