@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import difflib
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from wgns.errors import WgnsError
-from wgns.system import names, netns
+from wgns.system import names, tools
 
 if TYPE_CHECKING:
     from wgns.profile.model import Profile
@@ -218,10 +217,7 @@ def refused(listing: str) -> int:
 
 def live(table: str, *, ns: str | None) -> str | None:
     """`nft list table inet TABLE` in namespace NS, or None when there is no such table."""
-    with netns.entered(ns):
-        proc = subprocess.run(
-            ["nft", "list", "table", FAMILY, table], capture_output=True, text=True, check=False
-        )
+    proc = tools.run(["nft", "list", "table", FAMILY, table], ns=ns, check=False)
     if proc.returncode != 0:
         if "No such file" in proc.stderr or "does not exist" in proc.stderr:
             return None
@@ -233,26 +229,9 @@ def canonical(script: str, table: str) -> str:
     """How the kernel lists TABLE once SCRIPT is loaded: SCRIPT is applied in a throwaway,
     empty network namespace (`unshare --net`), so the comparison with the live table is made by
     nft itself, not by a re-implementation of its syntax."""
-    try:
-        proc = subprocess.run(
-            [
-                "unshare",
-                "--net",
-                "--",
-                "sh",
-                "-c",
-                'nft -f - && exec nft list table "$1" "$2"',
-                "sh",
-                FAMILY,
-                table,
-            ],
-            input=script,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError as e:
-        raise WgnsError("unshare (util-linux) is not installed") from e
+    # tools.run says "unshare is not installed" when util-linux is missing
+    argv = ["unshare", "--net", "--", "sh", "-c", 'nft -f - && exec nft list table "$1" "$2"']
+    proc = tools.run([*argv, "sh", FAMILY, table], input=script, check=False)
     if proc.returncode != 0:
         raise WgnsError(f"cannot render the expected nft table {table}: {proc.stderr.strip()}")
     return proc.stdout

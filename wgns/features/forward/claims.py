@@ -13,14 +13,13 @@ import ipaddress
 import json
 import os
 import socket
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from wgns.errors import WgnsError
 from wgns.profile.model import Forward, Proto
-from wgns.system import sysctl
+from wgns.system import sysctl, tools
 
 CLAIMS_DIR = sysctl.HOLDS_DIR
 POOL_ENV = "WGNS_FORWARD_POOL"
@@ -174,13 +173,8 @@ def route_free(answers: Sequence[dict[str, Any] | None]) -> bool:
 def ip_json_batch(lines: Sequence[str], options: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The JSON answers of many `ip` commands run in one process (`ip -j -force -b -`); a
     command that fails prints nothing."""
-    proc = subprocess.run(
-        ["ip", "-j", *options, "-force", "-b", "-"],
-        input="".join(line + "\n" for line in lines),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    script = "".join(line + "\n" for line in lines)
+    proc = tools.run(["ip", "-j", *options, "-force", "-b", "-"], input=script, check=False)
     out: list[dict[str, Any]] = []
     dec = json.JSONDecoder()
     text = proc.stdout

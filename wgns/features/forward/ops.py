@@ -329,13 +329,16 @@ def relay_log(ns: str, f: Forward) -> Path:
 
 
 class Relay:
-    """The relay of a forward as a supervised helper process (wgns.system.processes)."""
+    """The relay of a forward as a supervised helper process (the shape of
+    wgns.system.processes' helpers: name, is_supported, argv, start, ready)."""
 
     name = "relay"
 
     def __init__(self, ns: str, f: Forward) -> None:
         self.ns = ns
         self.forward = f
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready_fd = -1
 
     def is_supported(self) -> bool:
         return True
@@ -356,14 +359,15 @@ class Relay:
             argv += ["--from", str(s)]
         return argv
 
-    def start(self, log_path: Path, note: Any) -> None:
-        """Start it in its own session, its stderr appended to LOG_PATH; NOTE(pid, starttime)
-        is called at once. Returns when it listens; raises with its message when it cannot."""
+    def start(self, ns: str, log_path: Path) -> tuple[int, int | None]:
+        """Start it in its own session (it outlives wgns), its stderr appended to LOG_PATH;
+        return its pid and start time at once (record them before waiting: see ready)."""
+        self.ns = ns
         log_path.parent.mkdir(parents=True, exist_ok=True)
         r, w = os.pipe()
         try:
             with open(log_path, "ab") as logf:
-                proc = subprocess.Popen(
+                self._proc = subprocess.Popen(
                     [*self.argv(), "--ready-fd", str(w)],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -371,20 +375,29 @@ class Relay:
                     start_new_session=True,
                     pass_fds=(w,),
                 )
-            note(proc.pid, processes.proc_starttime(proc.pid))
-            os.close(w)
-            w = -1
-            msg = _read_line(r, RELAY_START_TIMEOUT)
-            if msg != "ready":
-                proc.kill()
-                proc.wait(timeout=5)
-                key = spec.key_of(self.forward)
-                raise WgnsError(msg or f"the relay of {key} did not start (see {log_path})")
-            proc.returncode = 0  # it outlives us by design
-        finally:
+        except BaseException:
             os.close(r)
-            if w >= 0:
-                os.close(w)
+            raise
+        finally:
+            os.close(w)
+        self._ready_fd = r
+        return self._proc.pid, processes.proc_starttime(self._proc.pid)
+
+    def ready(self) -> None:
+        """Return once it listens; a WgnsError with its message when it cannot."""
+        proc, fd = self._proc, self._ready_fd
+        assert proc is not None and fd >= 0, "start() first"
+        self._ready_fd = -1
+        try:
+            msg = _read_line(fd, RELAY_START_TIMEOUT)
+        finally:
+            os.close(fd)
+        if msg != "ready":
+            proc.kill()
+            proc.wait(timeout=5)
+            key = spec.key_of(self.forward)
+            raise WgnsError(msg or f"the relay of {key} did not start")
+        proc.returncode = 0  # it outlives us by design
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -427,11 +440,11 @@ class ForwardRelay(Op):
         path = relay_log(self.ns, f)
         self.result["log"] = str(path)
 
-        def note(pid: int, starttime: int | None) -> None:
-            self.result.update(pid=pid, starttime=starttime)
-            ctx.checkpoint()
-
-        Relay(self.ns, f).start(path, note)
+        relay = Relay(self.ns, f)
+        pid, starttime = relay.start(self.ns, path)
+        self.result.update(pid=pid, starttime=starttime)
+        ctx.checkpoint()  # before waiting: a SIGKILL of wgns now still leaves it journaled
+        relay.ready()
 
     def undo(self, ctx: Context) -> None:
         pid = int(self.result.get("pid", 0))
