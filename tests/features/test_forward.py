@@ -160,6 +160,10 @@ def forwards_by_key(wgns: Any, ns: str | None = NS) -> dict[tuple[str, int], dic
     return {(f["proto"], f["host_port"]): f for f in forwards(wgns, ns)}
 
 
+def relay_alive(wgns: Any, key: tuple[str, int]) -> bool:
+    return bool(forwards_by_key(wgns)[key]["relay"]["alive"])
+
+
 def children(sandbox: Sandbox, pid: int) -> list[int]:
     out = sandbox.run(["pgrep", "-P", str(pid)], check=False).stdout.split()
     return [int(p) for p in out]
@@ -325,9 +329,7 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         # the supervisor killed with SIGKILL: the relay is dead, and `list` says so
         tcp_relay = listed[("tcp", 9092)]["relay"]
         sandbox.run(["kill", "-KILL", str(supervisor)])
-        wait_for(
-            "the relay to die", lambda: not forwards_by_key(wgns)[("udp", 5300)]["relay"]["alive"]
-        )
+        wait_for("the relay to die", lambda: not relay_alive(wgns, ("udp", 5300)))
         text = wgns("forward", "list", NS, env=ENV).stdout
         assert f"relay pid {supervisor} DEAD (log: {log_file}" in text
         # changes to other forwards touch no other relay, dead or alive
@@ -343,6 +345,17 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         assert udp["relay"]["alive"] and udp["relay"]["pid"] != supervisor
         assert forwards_by_key(wgns)[("tcp", 9092)]["relay"] == tcp_relay
         assert dig(sandbox, "::1", 5300) == "198.18.99.2"
+        # what a watchdog calls: every dead relay of NS restarted, the live ones left alone
+        sandbox.run(["kill", "-KILL", str(tcp_relay["pid"])])
+        wait_for("the relay to die", lambda: not relay_alive(wgns, ("tcp", 9092)))
+        udp_now = forwards_by_key(wgns)[("udp", 5300)]["relay"]
+        repaired = sandbox.python(
+            f"from wgns.features.forward import runtime; print(runtime.repair({NS!r}))", env=ENV
+        ).stdout
+        assert repaired.count("relay restarted") == 1, repaired
+        now = forwards_by_key(wgns)
+        assert now[("tcp", 9092)]["relay"]["alive"] and now[("udp", 5300)]["relay"] == udp_now
+        assert curl(sandbox, "http://127.0.0.1:9092/") == (0, "hello from ns")
 
         # a connection in progress through 9091 is not disturbed by changes to the others
         keep = sandbox.popen(
@@ -515,6 +528,31 @@ def test_lan_sources_reach_the_service_on_every_interface_while_any_forward_need
     wgns("down", NS, env=ENV)
     assert_same(before, sandbox.settled_snapshot())
     stop(sandbox, lan2_ls)
+
+
+def test_forwarding_on_an_interface_is_held_while_any_namespace_needs_it(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    make_lan(sandbox, "lan1", "lanA", "198.18.2.1/24", "198.18.2.10/24")
+    conf = write_profile(sandbox, provider.client_conf(), "vpn.conf")
+    before = sandbox.settled_snapshot()
+    wgns("up", conf, "--name", NS, env=ENV)
+    wgns("up", conf, "--name", "vpn2", env=ENV)
+    srv = http_server(sandbox, 8000, ns="vpn2")
+    try:
+        wgns("forward", "add", NS, "9003:8000", "--from", "198.18.2.0/24", env=ENV)
+        wgns("forward", "add", "vpn2", "9005:8000", "--from", "198.18.2.0/24", env=ENV)
+        wgns("forward", "remove", NS, "9003", env=ENV)
+        assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "1"
+        assert curl(sandbox, "http://198.18.2.1:9005/peer", ns="lan1") == (0, "198.18.2.10")
+        wgns("down", NS, env=ENV)
+        assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "1"
+        assert curl(sandbox, "http://198.18.2.1:9005/peer", ns="lan1") == (0, "198.18.2.10")
+    finally:
+        stop(sandbox, srv)
+    wgns("down", "vpn2", env=ENV)
+    assert sysctl(sandbox, "net.ipv4.conf.lanA.forwarding") == "0"
+    assert_same(before, sandbox.settled_snapshot())
 
 
 def test_a_stale_port_claim_is_taken_over(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
