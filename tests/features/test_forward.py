@@ -555,6 +555,35 @@ def test_forwarding_on_an_interface_is_held_while_any_namespace_needs_it(
     assert_same(before, sandbox.settled_snapshot())
 
 
+def test_a_failing_add_rolls_back_exactly_its_own_ops(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    conf = write_profile(sandbox, provider.client_conf(), "vpn.conf")
+    before = sandbox.settled_snapshot()
+    wgns("up", conf, "--name", NS, env=ENV)
+    srv = http_server(sandbox, 8080)
+    try:
+        wgns("forward", "add", NS, "9092:8080", "--mode", "relay", env=ENV)
+        # the name of NS's end of the veth is taken inside NS: the veth op fails after the
+        # port claim was taken
+        _, vn = names.veth_ifnames(NS)
+        sandbox.run(["ip", "-n", NS, "link", "add", vn, "type", "veth", "peer", "name", "tmp0"])
+        snap = sandbox.settled_snapshot()
+        proc = wgns("forward", "add", NS, "9091:8080", check=False, env=ENV)
+        assert proc.returncode == 1 and "ip link add" in proc.stderr, proc.stderr
+        assert "rollback also failed" not in proc.stderr, proc.stderr
+        assert_same(snap, sandbox.settled_snapshot())
+        assert set(forwards_by_key(wgns)) == {("tcp", 9092)}
+        assert curl(sandbox, "http://127.0.0.1:9092/") == (0, "hello from ns")
+        sandbox.run(["ip", "-n", NS, "link", "del", vn])
+        wgns("forward", "add", NS, "9091:8080", env=ENV)
+        assert curl(sandbox, "http://127.0.0.1:9091/") == (0, "hello from ns")
+    finally:
+        stop(sandbox, srv)
+    wgns("down", NS, env=ENV)
+    assert_same(before, sandbox.settled_snapshot())
+
+
 def test_a_stale_port_claim_is_taken_over(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
     """Issue 12, edge 6: a claim whose owner has no record (or whose record does not list it)
     does not block the port; one whose owner lists it does."""

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from wgns import log
 from wgns.engine import state
-from wgns.engine.ops import Context, Op
+from wgns.engine.ops import Context, Op, link_exists
 from wgns.errors import WgnsError
 from wgns.features import killswitch
 from wgns.features.forward import claims, ingress, spec
@@ -155,6 +155,14 @@ class ForwardVeth(Op):
         extra = f", allow_host {self.allow_host}" if self.allow_host else ""
         return f"veth {vh} <-> {vn} in {self.ns} (shared by its forwards{extra})"
 
+    def prepare(self, ctx: Context) -> None:
+        # journaled before apply: undo removes only links this op or a sibling made, never a
+        # link of the same name that was there for another reason
+        vh, vn = names.veth_ifnames(self.ns)
+        self.result["shared"] = veth_addresses(self.ns) is not None  # a sibling's veth
+        self.result["vh_was_free"] = not link_exists(vh, ns=None)
+        self.result["vn_was_free"] = not link_exists(vn, ns=self.ns)
+
     def apply(self, ctx: Context) -> None:
         ns = self.ns
         vh, vn = names.veth_ifnames(ns)
@@ -163,7 +171,7 @@ class ForwardVeth(Op):
             self.result.update(host=found[0], inner=found[1])
         else:
             _, host, inner = claims.allocate(ns)
-            self.result.update(host=host, inner=inner, created=True)
+            self.result.update(host=host, inner=inner)
             ctx.checkpoint()  # the pool claim is ours: undo must know it even after a crash
             run(["ip", "link", "add", vh, "type", "veth", "peer", "name", vn, "netns", ns])
             for key, value in (
@@ -188,11 +196,14 @@ class ForwardVeth(Op):
             return  # another forward of NS still uses it
         ns = self.ns
         vh, vn = names.veth_ifnames(ns)
+        shared = bool(self.result.get("shared"))
         delete_table(spec.veth_table_name(ns))
-        run_gone_ok(["ip", "link", "del", vh])  # takes its peer in NS with it
+        if shared or self.result.get("vh_was_free", True):
+            run_gone_ok(["ip", "link", "del", vh])  # takes its peer in NS with it
         inner = self.result.get("inner")
         if inner and ns not in ctx.doomed and netns.exists(ns):  # a doomed NS takes them along
-            run_gone_ok(["ip", "-n", ns, "link", "del", vn])
+            if shared or self.result.get("vn_was_free", True):
+                run_gone_ok(["ip", "-n", ns, "link", "del", vn])
             with contextlib.suppress(WgnsError):  # gone with the route of its table
                 run(["ip", "-n", ns, "rule", "del", "pref", str(spec.RULE_PREF), "from", inner,
                      "lookup", str(spec.ROUTE_TABLE)])  # fmt: skip
