@@ -127,9 +127,12 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
             # in place before anything can carry a packet (ConfigureLink waits for it)
             ops.append(kill_switch)
         cfg = ConfigureWireguard(
-            ifname=ifname, ns=ns if kernel else bp, backend=facts.backend, peers=len(iface.peers)
+            ifname=ifname,
+            ns=ns if kernel else bp,
+            backend=facts.backend,
+            peers=len(iface.peers),
+            config=facts.resolved[iface.name],
         )
-        cfg._iface = facts.resolved[iface.name]
         ops.append(cfg)
         if first and facts.ns_exists:
             ops.append(LinkUp(ns=ns, ifname="lo"))
@@ -146,12 +149,10 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
     # issue 5: the profile's [[forward]]s and allow_host, once the tunnel is up
     # else wgns.features.forward need not even be imported
     if profile.forwards or profile.allow_host:
-        from wgns.features import forward
+        from wgns.features.forward import plan as forward_plan
 
         spec = killswitch.spec_for(profile, facts.openings) if profile.kill_switch else None
-        fwd = forward.plan_op(ns, profile.forwards, profile.allow_host, spec)
-        if fwd is not None:
-            ops.append(fwd)
+        ops.extend(forward_plan.ops_for_profile(ns, profile.forwards, profile.allow_host, spec))
     for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
         ops.extend(hooks("post-up", iface, ifname))
     return ops

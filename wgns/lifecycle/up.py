@@ -76,7 +76,7 @@ def gather_facts(profile: Profile) -> Facts:
     openings: tuple[killswitch.Opening, ...] = ()
     # else wgns.features.forward need not even be imported
     if profile.forwards or profile.allow_host:
-        from wgns.features import forward
+        from wgns.features.forward import spec as forward
 
         openings = forward.openings(profile.name, profile.forwards, profile.allow_host)
     return Facts(
@@ -92,7 +92,7 @@ def gather_facts(profile: Profile) -> Facts:
 def _forwards_json(profile: Profile) -> list[dict[str, object]]:
     if not profile.forwards:
         return []
-    from wgns.features import forward
+    from wgns.features.forward import spec as forward
 
     return [forward.to_json(f) for f in profile.forwards]
 
@@ -155,7 +155,7 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
             return UpResult(ns, True, rec.backend, tuple(i["ifname"] for i in rec.interfaces))
         if rec is not None:
             log.info("wgns: %s: cleaning up after an interrupted run", ns)
-            errors = undo_journal(rec.journal)
+            errors = undo_journal(rec)
             if errors:
                 raise WgnsError(f"cannot clean up the interrupted run of {ns}: {'; '.join(errors)}")
             state.remove(ns)

@@ -7,8 +7,8 @@ import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unuse
 import binascii  # not base64, a wrapper that imports struct too
 from dataclasses import dataclass
 
-from wgns.engine.ops import run
 from wgns.errors import WgnsError
+from wgns.system.tools import run
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
