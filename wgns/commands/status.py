@@ -18,7 +18,7 @@ from wgns.engine import state
 from wgns.engine.ops import process_alive
 from wgns.errors import WgnsError
 from wgns.system import netns
-from wgns.wireguard import wg
+from wgns.wireguard import dump
 
 FORMAT = 1
 
@@ -75,7 +75,7 @@ def describe(ns: str) -> dict[str, Any]:
     interfaces = []
     for entry in rec.interfaces:
         ifname = entry["ifname"]
-        dev = wg.show(ifname, ns=ns if netns.exists(ns) else None)
+        dev = dump.show(ifname, ns=ns if netns.exists(ns) else None)
         link = links.get(ifname)
         daemon = None
         if ifname in daemons:

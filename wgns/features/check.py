@@ -42,7 +42,7 @@ from wgns.engine import state
 from wgns.errors import WgnsError
 from wgns.features import killswitch
 from wgns.system import netns
-from wgns.wireguard import wg
+from wgns.wireguard import dump
 
 REJECT_AFTER_TIME = 180  # seconds: WireGuard does not use a session older than this
 DEFAULT_TIMEOUT = 5.0
@@ -365,7 +365,7 @@ def _route_get(ns: str, addr: str) -> str | None:
 def _tunnel_bytes(ns: str, ifnames: Sequence[str]) -> tuple[int, int]:
     tx = rx = 0
     for n in ifnames:
-        dev = wg.show(n, ns=ns)
+        dev = dump.show(n, ns=ns)
         if dev is None:
             continue
         for p in dev.peers:
@@ -526,7 +526,7 @@ def check_handshake(f: Facts, timeout: float) -> Result:
         stale: list[tuple[str, list[str]]] = []
         missing = []
         for n in f.wg_ifnames:
-            dev = wg.show(n, ns=f.ns)
+            dev = dump.show(n, ns=f.ns)
             if dev is None:
                 missing.append(n)
                 continue
