@@ -1,15 +1,23 @@
 """How long `wgns exec NS -- true` takes, next to what people use today (issue 3).
 
-    sudo python3 bench/bench_exec.py [-n 40]
+    sudo python3 bench/bench_exec.py [-n 40] [--pip-script PATH]
 
 Everything runs inside a private sandbox (wgns.testing.sandbox) with the simulated provider and a
 namespace brought up by the real `wgns up`; the host is not touched. Each round runs every
 variant once, in turn, so that load from anything else on the machine hits them alike. Printed:
-the median, 10th and 90th percentile wall time of each variant, and the two ratios the issue
-asks for:
+the median, 10th and 90th percentile wall time of each variant, and the ratios the issue asks
+for, against the double-sudo helper `sudo -E ip netns exec NS sudo -E -u "#UID" -g "#GID" CMD`
+of the same run:
 
-    wgns exec / double-sudo helper   (target: <= 1.0)
+    wgns exec (launcher) / double-sudo helper     (target: <= 1.0)
+    wgns exec (pip console script) / double-sudo helper   (reported)
     wgns exec / bare `ip netns exec`
+
+"launcher" is this checkout's launcher as scripts/install.sh writes it (scripts/wgns-launcher.in:
+the distribution's python3 -I -S). "pip console script" is what a plain `pip install` of wgns
+gives: the bin/wgns script pip generates in a virtualenv (site-packages, wgns.cli); this
+checkout is installed into a throw-away virtualenv for it (pip fetches setuptools and wheel for
+the build from its configured index), unless --pip-script names one.
 
 plus rows that explain the difference: the launcher's interpreter starting (`python3 -I -S -c
 pass`), and the same with the modules `wgns exec` imports.
@@ -22,7 +30,9 @@ import compileall
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,16 +44,42 @@ from wgns.testing.sim import build_provider  # noqa: E402
 NS = "bench"
 UID = GID = 4000
 #: What `wgns exec` imports before it starts working (see `python3 -X importtime`).
-EXEC_IMPORTS = "import wgns.commands.exec, wgns.system.execview, _json"  # as the launcher does
+EXEC_IMPORTS = "import wgns.commands.exec, wgns.system.execview, wgns.system.runas, _json"
 
 
-def launcher_interpreter(launcher: str | None) -> str | None:
-    """The interpreter named on the #! line of the installed launcher (scripts/install.sh)."""
-    if launcher is None:
-        return None
-    with open(launcher, "rb") as f:
-        first = f.readline().decode(errors="replace")
-    return first[2:].split()[0] if first.startswith("#!") else None
+def launcher_interpreter() -> str:
+    """The interpreter scripts/install.sh puts on the launcher's #! line."""
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+        check=False,
+    )
+    return os.path.realpath("/usr/bin/python3" if r.returncode == 0 else sys.executable)
+
+
+def write_launcher(directory: str) -> str:
+    """This checkout's launcher, rendered from scripts/wgns-launcher.in as install.sh does."""
+    text = (REPO / "scripts" / "wgns-launcher.in").read_text()
+    path = os.path.join(directory, "wgns")
+    with open(path, "w") as f:
+        f.write(text.replace("@INTERP@", launcher_interpreter()).replace("@ROOT@", str(REPO)))
+    os.chmod(path, 0o755)
+    return path
+
+
+def pip_install(directory: str) -> str:
+    """A plain (not editable) `pip install` of this checkout into a new virtualenv in DIRECTORY;
+    the console script pip generated."""
+    src = os.path.join(directory, "src")  # a copy: the build leaves build/ and *.egg-info behind
+    os.makedirs(src)
+    shutil.copytree(REPO / "wgns", os.path.join(src, "wgns"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src)
+    venv = os.path.join(directory, "venv")  # from the python3 users have, as the launcher's
+    subprocess.run([launcher_interpreter(), "-m", "venv", venv], check=True)
+    pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q"]
+    pip += ["--disable-pip-version-check", "--no-deps", src]
+    subprocess.run(pip, check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(venv, "bin", "wgns")
 
 
 # Runs inside the sandbox: times each variant N times, round-robin; prints JSON.
@@ -72,7 +108,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-n", type=int, default=40, help="rounds (default 40)")
     ap.add_argument("--json", action="store_true", help="print the raw numbers as JSON too")
+    ap.add_argument("--pip-script", metavar="PATH", help="a pip-generated bin/wgns to time")
     args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="wgns-bench-")
+    os.chmod(work, 0o755)
+    try:
+        return _bench(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, work: str) -> int:
 
     # an installed wgns has its bytecode compiled; this checkout may not (PYTHONDONTWRITEBYTECODE)
     compileall.compile_dir(str(REPO / "wgns"), quiet=1)
@@ -90,13 +136,13 @@ def main() -> int:
 
         # wgns as run by `sudo wgns ...` typed by user UID: sudo's variables name the user
         as_user = dict(env, SUDO_UID=str(UID), SUDO_GID=str(GID), SUDO_USER="bench")
-        # what users run: the installed launcher (python3 -I -S, see scripts/install.sh); the
-        # same boot line when wgns is not installed
-        boot = f"import sys; sys.path.insert(0, {str(REPO)!r}); from wgns.cli import main; main()"
-        installed = shutil.which("wgns")
-        wgns = [installed] if installed else [py, "-I", "-S", "-c", boot]
+        # what users run: the launcher of scripts/install.sh, and a plain pip install
+        wgns = [write_launcher(work)]
+        pip_script = args.pip_script or pip_install(work)
+        pip_env = {k: v for k, v in as_user.items() if k != "PYTHONPATH"}  # its own copy
         variants: dict[str, tuple[list[str], dict[str, str]]] = {
             "wgns exec": ([*wgns, "exec", NS, "--", "true"], as_user),
+            "wgns exec (pip console script)": ([pip_script, "exec", NS, "--", "true"], pip_env),
         }
         sudo = shutil.which("sudo")
         if sudo:
@@ -115,7 +161,7 @@ def main() -> int:
         )
         # where wgns exec's time goes, with the launcher's own interpreter: starting it, then
         # importing what `wgns exec` imports (the rest is the work: checks, mounts, exec)
-        interp = launcher_interpreter(installed) or py
+        interp = launcher_interpreter()
         variants["interpreter: python3 -I -S -c pass"] = ([interp, "-I", "-S", "-c", "pass"], env)
         imports = f"import sys; sys.path.insert(0, {str(REPO)!r}); " + EXEC_IMPORTS
         variants["interpreter + wgns exec's imports"] = ([interp, "-I", "-S", "-c", imports], env)
@@ -135,10 +181,13 @@ def main() -> int:
     for name, r in res.items():
         print(f"{name:46} {r['median'] * 1e3:8.2f} {r['p10'] * 1e3:8.2f} {r['p90'] * 1e3:8.2f}")
     ours = res["wgns exec"]["median"]
+    pip = res["wgns exec (pip console script)"]["median"]
     if "double-sudo helper" in res:
         ratio = ours / res["double-sudo helper"]["median"]
         verdict = "meets" if ratio <= 1.0 else "misses"
         print(f"ratio wgns exec / double-sudo helper: {ratio:.2f}  ({verdict} the <= 1.0 target)")
+        ratio = pip / res["double-sudo helper"]["median"]
+        print(f"ratio wgns exec (pip console script) / double-sudo helper: {ratio:.2f}")
     else:
         print("ratio wgns exec / double-sudo helper: n/a (sudo is not installed)")
     print(

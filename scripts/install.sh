@@ -52,16 +52,9 @@ if /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev
 	interp=$(readlink -f /usr/bin/python3)
 fi
 tmp=$(mktemp /usr/local/bin/.wgns.XXXXXX)
-cat > "$tmp" <<LAUNCHER
-#!$interp -IS
-import sys
-sys.path.insert(0, "$root")
-if sys.argv[1:2] in (["exec"], ["shell"]):
-    from wgns.commands.exec import entry  # a wrapper of every command: no wgns.cli to load
-else:
-    from wgns.cli import entry
-entry()
-LAUNCHER
+# the launcher: scripts/wgns-launcher.in with this interpreter and checkout (bench/bench_exec.py
+# and tests/commands/test_exec.py render the same file)
+sed -e "s|@INTERP@|$interp|" -e "s|@ROOT@|$root|" "$root/scripts/wgns-launcher.in" > "$tmp"
 chmod 755 "$tmp"
 mv -f "$tmp" /usr/local/bin/wgns
 echo "[install] done: $(/usr/local/bin/wgns --version)"

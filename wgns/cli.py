@@ -1,22 +1,27 @@
 """The command line: the one place errors become messages and exit codes.
 
-Each command lives in its own module which exposes ``register(subparsers)``; the parser it adds
-sets ``func`` (``Callable[[argparse.Namespace], int]``). Modules are imported lazily by name so
-that `wgns status` does not pay for the demo's imports.
+Each command lives in its own module which exposes ``register(subparsers, common)``; the parser
+it adds sets ``func`` (``Callable[[argparse.Namespace], int]``). Modules are imported lazily by
+name so that `wgns status` does not pay for the demo's imports. Exit codes: 0 success, 1 failure
+(WgnsError), 2 a bad command line or profile (argparse, ConfigError), 130 interrupted.
+
+`wgns exec` and `wgns shell` go to wgns.commands.exec before any parser is built: they wrap every
+program a user runs (the installed launcher even skips this module, scripts/wgns-launcher.in).
 """
 
 from __future__ import annotations
 
 import sys
 
-from wgns import __version__
+from wgns import __version__, log
 from wgns.errors import EXIT_FAILURE, EXIT_USAGE, WgnsError, interrupted, leave, report
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+# `wgns exec` through this module (pip's console script, `python -m wgns`) is on exec's path
+# (wgns.system.startup): argparse and typing are imported only once a parser is built.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
-
+    from collections.abc import Sequence
 
 # command name -> module that registers it (order is the order in --help)
 COMMANDS: dict[str, str] = {
@@ -32,18 +37,8 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    import argparse
-
-    p.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show every operation as it is applied, and tracebacks",
-    )
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (ONLY) the top level with that one command's module registered."""
     import argparse
     import importlib
 
@@ -55,37 +50,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = _Parser(prog="wgns", description="WireGuard VPNs confined to network namespaces.")
     parser.add_argument("--version", action="version", version=f"wgns {__version__}")
-    _common(parser)
+    log.add_debug_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    seen: set[str] = set()
-    for name, modname in COMMANDS.items():
-        if only is not None and name != only:
-            continue
-        if modname in seen:
-            continue
-        seen.add(modname)
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                continue  # a command not built yet
-            raise
-        mod.register(sub, _common)
+    for modname in dict.fromkeys(m for name, m in COMMANDS.items() if only in (None, name)):
+        importlib.import_module(modname).register(sub, log.add_debug_option)
     return parser
 
 
-def _pick_command(argv: list[str]) -> str | None:
-    for a in argv:
-        if not a.startswith("-"):
-            return a if a in COMMANDS else None
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ARGV (its first word that is not an option), when there is one."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
     return None
-
-
-def setup_logging(debug: bool) -> None:
-    from wgns import log
-
-    log.set_debug(debug)
 
 
 def entry() -> None:
@@ -93,75 +71,19 @@ def entry() -> None:
     leave(main())
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("exec", "shell"):
-        # a wrapper started for every program: its own parser, no argparse import
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["exec"], ["shell"]):
         from wgns.commands.exec import main as exec_main
 
-        return exec_main(argv)
-    return _main(argv)
-
-
-_BACKENDS = ("auto", "kernel", "userspace")
-
-
-def _fast_path(argv: list[str]) -> Callable[[], int] | None:
-    """`up` and `down` in their plain, well-formed shapes, without building the argparse parser
-    (~10 ms of each start). Anything else (--help, abbreviations, `--opt=value`, a value that
-    looks like an option, a wrong count of arguments) returns None and goes through argparse,
-    so usage errors and their exit codes stay argparse's own."""
-    i = 0
-    while i < len(argv) and argv[i] == "--debug":
-        i += 1
-    if i == len(argv) or argv[i] not in ("up", "down"):
-        return None
-    command = argv[i]
-    positional: list[str] = []
-    name: str | None = None
-    backend: str | None = None
-    reload = False
-    rest = iter(argv[i + 1 :])
-    for a in rest:
-        if not a.startswith("-"):
-            positional.append(a)
-        elif a == "--debug":
-            pass
-        elif command == "up" and a in ("--name", "--backend"):
-            value = next(rest, None)
-            if value is None or value.startswith("-"):
-                return None
-            if a == "--name":
-                name = value
-            elif value in _BACKENDS:
-                backend = value
-            else:
-                return None
-        elif command == "up" and a == "--reload":
-            reload = True
-        else:
-            return None
-    if len(positional) != 1:
-        return None
-    from wgns.commands import lifecycle
-
-    if command == "down":
-        return lambda: lifecycle.down(positional[0])
-    return lambda: lifecycle.up(positional[0], name=name, backend=backend, reload=reload)
-
-
-def _main(argv: list[str]) -> int:
-    debug = "--debug" in argv
-    setup_logging(debug)
-    fast = _fast_path(argv)
-    if fast is None:
-        parser = build_parser(only=_pick_command(argv))
+        return exec_main(args)
+    debug = "--debug" in args  # anywhere: before or after the command, and in a failing line
+    log.set_debug(debug)
+    parser = build_parser(only=_command_of(args))
     try:
-        if fast is not None:
-            return fast()
-        args = parser.parse_args(argv)
-        args.debug = debug
-        rc: int = args.func(args)
+        ns = parser.parse_args(args)
+        ns.debug = debug
+        rc: int = ns.func(ns)
         return rc
     except WgnsError as e:
         return report(e, debug=debug)
@@ -169,7 +91,7 @@ def _main(argv: list[str]) -> int:
         return interrupted()
     except Exception as e:  # the edge: anything unexpected is still one clear line
         if debug:
-            import traceback  # ~10 ms of imports, for --debug only
+            import traceback
 
             traceback.print_exc()
         else:

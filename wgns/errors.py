@@ -6,7 +6,7 @@ WgnsError. The CLI edge prints ``wgns: <message>`` and exits with ``exit_code``.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.system.startup)
 if TYPE_CHECKING:
     from os import PathLike
     from typing import NoReturn
@@ -64,9 +64,24 @@ class UsageError(ConfigError):
     """A bad command line."""
 
 
+class DamagedRecord(WgnsError):
+    """A state record (/run/wgns/NS.json) that cannot be used: truncated, not JSON, edited.
+
+    The same one line at every command: `wgns exec` (wgns.system.startup) and the engine."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(
+            f"state record {path} is damaged ({why})",
+            hint="wgns no longer knows what it set up: check `ip netns list` and `ip link`, "
+            "remove what is left by hand, delete the file, then `wgns up` again",
+        )
+        self.path = path
+
+
 class suppress:  # lower case: a drop-in for contextlib.suppress
-    """contextlib.suppress without importing contextlib, which (with collections and functools)
-    costs every command ~3 ms of start-up; `wgns exec` and `down` import nothing else of it."""
+    """contextlib.suppress without importing contextlib. Going: the exec path has its own in
+    wgns.system.startup, and the modules that still import this one (engine.state, engine.ops,
+    system.spawn) take contextlib.suppress as they are rewritten; then delete it."""
 
     def __init__(self, *exceptions: type[BaseException]) -> None:
         self.exceptions = exceptions

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False  # as in wgns.cli: no typing before a parser is built
+if TYPE_CHECKING:
+    import argparse
+
 _debug = False
 
 
@@ -30,3 +34,16 @@ def info(fmt: str, *args: object) -> None:
 
 
 warning = info
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """`--debug` on PARSER: the top level and every command take it (wgns.cli reads it
+    wherever it is; SUPPRESS keeps a command's parser from resetting the top level's)."""
+    import argparse
+
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show every operation as it is applied, and tracebacks",
+    )

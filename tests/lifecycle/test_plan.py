@@ -26,7 +26,7 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.engine.plan import render
-from wgns.features import forward
+from wgns.features.forward import spec as forward_spec
 from wgns.lifecycle.ops import DownHook
 from wgns.lifecycle.plan import Facts, plan_up, routes_for
 from wgns.profile.model import (
@@ -94,7 +94,7 @@ def _shape(*, two: bool, ipv6: bool, kill_switch: bool, hooks: bool, forwards: b
 
 
 def _facts(profile: Profile, *, backend: str, ns_exists: bool) -> Facts:
-    openings = forward.openings(NS, profile.forwards, profile.allow_host)
+    openings = forward_spec.openings(NS, profile.forwards, profile.allow_host)
     return Facts(
         ns_exists=ns_exists,
         backend=backend,

@@ -21,13 +21,7 @@ from wgns.profile.model import Interface, Profile
 
 
 def _replace(obj: Any, **kw: Any) -> Any:
-    """dataclasses.replace, or the model's own while it is not made of dataclasses yet."""
-    try:
-        return dc_replace(obj, **kw)
-    except TypeError:
-        from wgns.profile.frozen import replace
-
-        return replace(obj, **kw)
+    return dc_replace(obj, **kw)
 
 
 def _record(profile: Profile, facts: Facts) -> Record:

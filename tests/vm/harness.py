@@ -345,7 +345,7 @@ fail() {
     exit 1
 }
 cmdline=" $(cat /proc/cmdline) "
-case "$cmdline" in *" wgns.lifecycle.probe=1 "*)
+case "$cmdline" in *" wgns.probe=1 "*)
     echo "WGNS-VM-PROBE-OK"; echo 1 > /proc/sys/kernel/sysrq; echo o > /proc/sysrq-trigger
     sleep 10;;
 esac
@@ -811,7 +811,7 @@ def _kvm_usable(kernel: Kernel, initrd: Path) -> bool:
                 _qemu_binary(), "-accel", "kvm", "-cpu", "host", "-m", "512M", "-nodefaults",
                 "-display", "none", "-no-reboot", "-serial", "stdio",
                 "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
-                "-append", "console=ttyS0 panic=-1 quiet wgns.lifecycle.probe=1",
+                "-append", "console=ttyS0 panic=-1 quiet wgns.probe=1",
             ]  # fmt: skip
             try:
                 p = subprocess.run(

@@ -1,21 +1,24 @@
 """`wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]` and `wgns shell NS`.
 
-Besides :func:`register` (the argparse path of wgns/cli.py), :func:`main` parses these two
-commands by hand, without importing argparse or logging: `wgns exec` is a wrapper around other
-commands and its start-up time is the price of every wrapped command. See docs/exec.md.
+Besides :func:`register` (for wgns.cli's --help), :func:`main` parses these two commands by
+hand, without importing argparse: `wgns exec` is a wrapper around other commands and its
+start-up time is the price of every wrapped command (wgns.system.startup, docs/exec.md). The
+launcher and wgns.cli both come here before building any parser.
 """
 
 from __future__ import annotations
 
+import posix
 import sys
 
 from wgns.errors import UsageError, WgnsError, interrupted, leave, report
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.system.startup)
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import NoReturn
 
 _EXEC_USAGE = "wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]"
 _SHELL_USAGE = "wgns shell NS [--user USER] [--if-up]"
@@ -37,7 +40,7 @@ class HelpWanted(Exception):
 
 
 class Request:
-    """A parsed `wgns exec|shell` (plain class: see execview.Target for why)."""
+    """A parsed `wgns exec|shell` (plain class: see runas.Target for why)."""
 
     __slots__ = ("argv", "command", "debug", "if_up", "ns", "user")
 
@@ -170,16 +173,63 @@ def parse(argv: Sequence[str]) -> Request:
     return req
 
 
-def _run(req: Request) -> int:
-    from wgns.system import execview
+def run(
+    ns: str,
+    argv: Sequence[str] | None,
+    *,
+    user: str | None = None,
+    if_up: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> NoReturn:
+    """`wgns exec`: run ARGV in NS as the invoking user (or USER). Never returns.
 
-    execview.run(req.ns, req.argv or None, user=req.user, if_up=req.if_up)
+    ARGV None: the user's shell. With IF_UP, a namespace that is not up means: run ARGV right
+    here instead (a damaged record is still an error: it is not known to be down)."""
+    from wgns.system import execview, netns, runas, startup
+
+    if argv is not None and not argv:
+        raise WgnsError("no command to run")
+    environ = runas.initial_environment() if environ is None else environ
+    netns.validate_name(ns)
+    if posix.geteuid() != 0:
+        raise WgnsError("wgns exec needs root", hint="run it with sudo")
+    inside = not if_up or (startup.record_phase(ns) == "up" and netns.exists(ns))
+    if inside:
+        execview.check_ready(ns)
+    # looked up here, with the host's name service (nscd included), as sudo does
+    target = runas.resolve_target(user, environ)
+    if argv is None:
+        argv = [target.shell]
+    env = runas.child_environment(environ, target, ns if inside else None)
+    try:
+        cwd: str | None = posix.getcwd()
+    except OSError:
+        cwd = None
+    if inside:
+        try:
+            execview.enter(ns)
+        except OSError as e:
+            raise WgnsError(f"cannot enter namespace {ns}: {e}") from e
+        if cwd is not None:
+            with startup.suppress(OSError):
+                posix.chdir(cwd)  # the same path in the new view of the file system
+    runas.drop_privileges(target)
+    runas.exec_command(argv, env)
+
+
+def _run(req: Request) -> int:
+    run(req.ns, req.argv or None, user=req.user, if_up=req.if_up)
 
 
 def _show_help(command: str) -> int:
-    from wgns.cli import build_parser
+    """argparse's help of COMMAND (wgns.cli's parser would show the same: the same register)."""
+    import argparse
 
-    build_parser(only=command).parse_args([command, "--help"])  # exits
+    from wgns import log
+
+    parser = argparse.ArgumentParser(prog="wgns")
+    register(parser.add_subparsers(), log.add_debug_option)
+    parser.parse_args([command, "--help"])  # exits
     return 0
 
 
@@ -200,15 +250,11 @@ def run_shell(args: argparse.Namespace) -> int:
     return _run(Request(command="shell", ns=args.ns, argv=[], user=args.user, if_up=args.if_up))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`wgns exec|shell ...` without argparse and logging; anything else goes to wgns.cli.
+def main(argv: Sequence[str]) -> int:
+    """`wgns exec|shell ...` (ARGV from the command on) without argparse.
 
     Returns only on failure (on success the process has become the command)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("exec", "shell"):
-        from wgns.cli import main as cli_main
-
-        return cli_main(args)
+    args = list(argv)
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     try:
         return _run(parse(args))
@@ -221,10 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The launcher's entry point for `wgns exec|shell` (scripts/install.sh), which skips
+    """The launcher's entry point for `wgns exec|shell` (scripts/wgns-launcher.in), which skips
     wgns.cli: on success this process has become CMD; on failure, errors.leave()."""
-    leave(main())
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main(sys.argv[1:]))

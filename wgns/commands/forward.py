@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from wgns.features import forward
+from wgns.features.forward import runtime, spec
 from wgns.profile.model import Proto
 from wgns.system import netns
 
@@ -67,12 +67,12 @@ def _describe(d: dict[str, object]) -> str:
 
 def cmd_add(args: argparse.Namespace) -> int:
     netns.validate_name(args.ns)
-    fwd = forward.make_forward(args.ports, proto=args.proto, sources=args.sources, mode=args.mode)
-    forward.add(args.ns, fwd)
+    fwd = spec.make_forward(args.ports, proto=args.proto, sources=args.sources, mode=args.mode)
+    done = runtime.add(args.ns, fwd)
     srcs = ", ".join(str(s) for s in fwd.sources)
     print(
         f"wgns: {args.ns}: {fwd.proto.value} port {fwd.host_port} -> {fwd.ns_port} "
-        f"({fwd.mode.value}, from {srcs})",
+        f"({fwd.mode.value}, from {srcs}): {done}",
         file=sys.stderr,
     )
     return 0
@@ -80,8 +80,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     netns.validate_name(args.ns)
-    hp, _ = forward.parse_ports(args.host_port)
-    forward.remove(args.ns, hp, Proto(args.proto))
+    hp, _ = spec.parse_ports(args.host_port)
+    runtime.remove(args.ns, hp, Proto(args.proto))
     print(f"wgns: {args.ns}: {args.proto} port {hp} no longer published", file=sys.stderr)
     return 0
 
@@ -89,7 +89,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.ns is not None:
         netns.validate_name(args.ns)
-    rows = forward.listing(args.ns)
+    rows = runtime.listing(args.ns)
     if args.json:
         json.dump({"format": 1, "forwards": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -101,7 +101,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         how = str(d["mode"])
         relay = d.get("relay")
         if isinstance(relay, dict):
-            how += f", relay pid {relay['pid']} {'running' if relay['alive'] else 'DEAD'}"
+            if relay["alive"]:
+                how += f", relay pid {relay['pid']} running"
+            else:
+                how += (
+                    f", relay pid {relay['pid']} DEAD (log: {relay['log']}; "
+                    f"`wgns forward add` it again to restart it)"
+                )
         srcs = d["from"]
         assert isinstance(srcs, list)
         print(f"{_describe(d)}  ({how}; from {', '.join(srcs)})")

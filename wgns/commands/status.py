@@ -110,8 +110,9 @@ def describe(ns: str) -> dict[str, Any]:
         )
     pids = netns.pids_inside(ns)
     forwards: list[dict[str, Any]] = []
-    if any(e.get("kind") == "forwards" for e in rec.journal):
-        from wgns.features import forward  # only namespaces with forwards pay for its import
+    if any(str(e.get("kind", "")).startswith("forward_") for e in rec.journal):
+        # only namespaces with forwards pay for its import
+        from wgns.features.forward import runtime as forward
 
         forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
     return {

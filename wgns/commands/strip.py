@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from wgns.errors import ConfigError
-from wgns.profile import config
-from wgns.system import paths
+from wgns.profile.load import resolve_profile_path
+from wgns.profile.wgconf import strip_conf
 
 
 def register(
@@ -34,8 +35,8 @@ def register(
 
 
 def run_strip(args: argparse.Namespace) -> int:
-    path = config.resolve_profile_path(args.file)
-    if paths.suffix(path) == ".toml":
+    path = resolve_profile_path(args.file)
+    if Path(path).suffix == ".toml":
         raise ConfigError(
             "is a TOML profile; strip works on wg-quick .conf files",
             path=path,
@@ -43,7 +44,7 @@ def run_strip(args: argparse.Namespace) -> int:
         )
     data = _read(path)
     text = data.decode("utf-8", "surrogateescape")
-    out = config.strip_conf(text, path=path).encode("utf-8", "surrogateescape")
+    out = strip_conf(text, path=path).encode("utf-8", "surrogateescape")
     sys.stdout.flush()
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()

@@ -18,32 +18,27 @@ Everything here but :func:`live` and :func:`canonical` is pure.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import TYPE_CHECKING, Any
 
 from wgns.errors import WgnsError
-from wgns.profile.frozen import frozen
-from wgns.system import names
+from wgns.system import names, tools
 
-try:  # the builtin module: hashlib would load OpenSSL first (~3 ms of every `wgns up`)
-    from _sha256 import sha256  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - a Python built without it
-    from hashlib import sha256
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-    from typing import Any
-
     from wgns.profile.model import Profile
 
 FAMILY = "inet"
 SEAL_PREFIX = "wgns kill switch"
 
-_COUNTER_RE = r"counter packets \d+ bytes \d+"  # `wgns check` only: compiled on first use
+_COUNTER_RE = re.compile(r"counter packets \d+ bytes \d+")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}$")
 
 
-@frozen
+@dataclass(frozen=True)
 class Opening:
     """A narrow hole for a declared forward veth (issue 5): only what it needs, nothing more.
 
@@ -78,7 +73,7 @@ class Opening:
         )
 
 
-@frozen
+@dataclass(frozen=True)
 class Spec:
     """Everything the table is rendered from; stored in the state record (``extra.killswitch``)
     so that `wgns check` can render the expected table again."""
@@ -205,7 +200,7 @@ def normalize(listing: str) -> list[str]:
     """`nft list table` output in a form that compares equal when only counters moved."""
     out = []
     for line in listing.splitlines():
-        line = re.sub(_COUNTER_RE, "counter", line.strip())
+        line = _COUNTER_RE.sub("counter", line.strip())
         if line:
             out.append(line)
     return out
@@ -222,9 +217,7 @@ def refused(listing: str) -> int:
 
 def live(table: str, *, ns: str | None) -> str | None:
     """`nft list table inet TABLE` in namespace NS, or None when there is no such table."""
-    from wgns.engine.ops import run
-
-    proc = run(["nft", "list", "table", FAMILY, table], ns=ns, check=False)
+    proc = tools.run(["nft", "list", "table", FAMILY, table], ns=ns, check=False)
     if proc.returncode != 0:
         if "No such file" in proc.stderr or "does not exist" in proc.stderr:
             return None
@@ -236,28 +229,9 @@ def canonical(script: str, table: str) -> str:
     """How the kernel lists TABLE once SCRIPT is loaded: SCRIPT is applied in a throwaway,
     empty network namespace (`unshare --net`), so the comparison with the live table is made by
     nft itself, not by a re-implementation of its syntax."""
-    import subprocess
-
-    try:
-        proc = subprocess.run(
-            [
-                "unshare",
-                "--net",
-                "--",
-                "sh",
-                "-c",
-                'nft -f - && exec nft list table "$1" "$2"',
-                "sh",
-                FAMILY,
-                table,
-            ],
-            input=script,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError as e:
-        raise WgnsError("unshare (util-linux) is not installed") from e
+    # tools.run says "unshare is not installed" when util-linux is missing
+    argv = ["unshare", "--net", "--", "sh", "-c", 'nft -f - && exec nft list table "$1" "$2"']
+    proc = tools.run([*argv, "sh", FAMILY, table], input=script, check=False)
     if proc.returncode != 0:
         raise WgnsError(f"cannot render the expected nft table {table}: {proc.stderr.strip()}")
     return proc.stdout
@@ -265,8 +239,6 @@ def canonical(script: str, table: str) -> str:
 
 def diff(expected: Sequence[str], actual: Sequence[str]) -> list[str]:
     """Short, human-readable differences: '-' missing lines, '+' unexpected lines."""
-    import difflib
-
     out = []
     for line in difflib.unified_diff(list(expected), list(actual), lineterm="", n=0):
         if line.startswith(("---", "+++", "@@")):

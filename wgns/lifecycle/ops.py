@@ -19,6 +19,7 @@ from typing import Any
 
 from wgns import log
 from wgns.engine.ops import Context, NftTable, Op, RunHook, ip_batch, link_exists
+from wgns.errors import WgnsError
 from wgns.profile.model import Interface
 from wgns.system import netns
 from wgns.system.tools import run
@@ -109,14 +110,15 @@ class ReconfigureLink(Op):
 
 @dataclass(kw_only=True)
 class SyncWireguard(Op):
-    """Keys and peers of a running device replaced by the profile's, without dropping the
-    sessions of peers that stay (`wg syncconf`, the config on stdin; for wireguard-go `wg`
-    talks to its UAPI socket). ``config`` is never journaled; undo cannot restore old keys
-    (never recorded) and does nothing: the device goes at `down`."""
+    """Keys and peers of a running device replaced by the profile's, keeping the sessions of
+    the peers that stay (the backend's sync: `wg syncconf`, the config on stdin). ``config`` is
+    never journaled; undo cannot restore old keys (never recorded) and does nothing: the device
+    goes at `down`."""
 
     kind = "wg_sync"
     ifname: str
-    ns: str  # where the device is (its UAPI socket is found from any namespace)
+    ns: str  # where the device is
+    backend: str = "kernel"  # a backend's name (wgns.wireguard.backends)
     peers: int = 0
     config: Interface | None = field(default=None, repr=False, metadata={"journal": False})
 
@@ -124,22 +126,17 @@ class SyncWireguard(Op):
         return f"wg syncconf {self.ifname} ({self.peers} peer(s), keys not shown)"
 
     def apply(self, ctx: Context) -> None:
-        from wgns.errors import WgnsError
-        from wgns.profile import config as conf
+        from wgns.wireguard import backends
 
         if self.config is None:
             raise WgnsError(f"syncing {self.ifname} needs its interface (never journaled)")
-        proc = run(
-            ["wg", "syncconf", self.ifname, "/dev/stdin"],
-            input=conf.wg_setconf_text(self.config),
-            ns=self.ns,
-            check=False,
-        )
-        if proc.returncode != 0:
+        try:
+            backends.get(self.backend).sync(self.ifname, self.config, self.ns)
+        except WgnsError as e:
             raise WgnsError(
-                f"cannot apply the peers and keys to {self.ifname}: {proc.stderr.strip()}",
+                f"cannot apply the peers and keys to {self.ifname}: {e.message}",
                 hint=f"`wgns status {ctx.ns}`; `wgns up` repairs a broken tunnel",
-            )
+            ) from None
 
 
 @dataclass(kw_only=True)

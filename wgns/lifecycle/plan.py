@@ -199,12 +199,10 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         ops.extend(made)
     # issue 5: the profile's [[forward]]s and allow_host, once the tunnel is up
     if profile.forwards or profile.allow_host:
-        from wgns.features import forward
+        from wgns.features.forward import plan as forward_plan
 
         spec = killswitch.spec_for(profile, facts.openings) if profile.kill_switch else None
-        fwd = forward.plan_op(ns, profile.forwards, profile.allow_host, spec)
-        if fwd is not None:
-            ops.append(fwd)
+        ops.extend(forward_plan.ops_for_profile(ns, profile.forwards, profile.allow_host, spec))
     for iface in profile.interfaces:
         ops.extend(run_hooks(profile, "post-up", iface))
     ops.extend(down_hooks(profile))

@@ -7,10 +7,10 @@ import time
 
 # the C module: socket.py adds enum conversions and selectors (~3 ms) that resolving does not use
 from _socket import AF_INET, EAI_AGAIN, SOCK_DGRAM, gaierror, getaddrinfo
+from dataclasses import replace
 from ipaddress import ip_address
 
 from wgns.errors import WgnsError
-from wgns.profile.frozen import replace
 from wgns.profile.model import Endpoint, Interface, Peer
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)

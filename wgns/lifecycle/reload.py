@@ -158,7 +158,11 @@ def plan_reload(profile: Profile, rec: state.Record, facts: Facts) -> ReloadPlan
         ifname = names.wg_ifname(ns, iface.name)
         result.ops.append(
             SyncWireguard(
-                ifname=ifname, ns=ns, peers=len(iface.peers), config=facts.resolved[iface.name]
+                ifname=ifname,
+                ns=ns,
+                backend=rec.backend,
+                peers=len(iface.peers),
+                config=facts.resolved[iface.name],
             )
         )
     result.changes.append("peers and keys synced")

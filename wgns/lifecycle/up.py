@@ -17,7 +17,7 @@ from wgns.errors import ConfigError, WgnsError
 from wgns.features import killswitch
 from wgns.lifecycle import probe
 from wgns.lifecycle.plan import TUNNEL_OPS, Facts, create_op, plan_up, tunnel_ops
-from wgns.profile import config
+from wgns.profile import load as profile_load
 from wgns.profile.model import Profile
 from wgns.system import names, netns
 from wgns.wireguard import backends
@@ -72,7 +72,7 @@ def gather_facts(profile: Profile) -> Facts:
     resolved = [probe.resolve_endpoints(i, where=profile.birthplace) for i in profile.interfaces]
     openings: tuple[killswitch.Opening, ...] = ()
     if profile.forwards or profile.allow_host:
-        from wgns.features import forward
+        from wgns.features.forward import spec as forward
 
         openings = forward.openings(profile.name, profile.forwards, profile.allow_host)
     return Facts(
@@ -88,7 +88,7 @@ def gather_facts(profile: Profile) -> Facts:
 def forwards_json(profile: Profile) -> list[dict[str, object]]:
     if not profile.forwards:
         return []
-    from wgns.features import forward
+    from wgns.features.forward import spec as forward
 
     return [forward.to_json(f) for f in profile.forwards]
 
@@ -294,4 +294,4 @@ def repair_ops(profile: Profile, facts: Facts, broken: list[str]) -> list[Op]:
 
 
 def load(ref: str, *, name: str | None, backend: str | None) -> Profile:
-    return config.load_profile(ref, name=name, backend=backend)
+    return profile_load.load_profile(ref, name=name, backend=backend)

@@ -1,13 +1,15 @@
 """The parsed profile: frozen data, no I/O.
 
-`wgns.profile.config` turns a wg-quick ``.conf`` or a TOML profile into a :class:`Profile`; the
-planner turns a Profile into operations. Everything here is immutable so a plan can be computed,
-shown and compared without touching the system.
+`wgns.profile.load` turns a wg-quick ``.conf`` or a TOML profile into a :class:`Profile`; the
+planner turns a Profile into operations. Everything here is immutable (frozen dataclasses: change
+one with ``dataclasses.replace``) so a plan can be computed, shown and compared without touching
+the system.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -16,8 +18,6 @@ from ipaddress import (
     IPv6Interface,
     IPv6Network,
 )
-
-from wgns.profile.frozen import frozen
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
@@ -67,11 +67,7 @@ class HookWhere(enum.Enum):
     BIRTHPLACE = "birthplace"  # where the WireGuard UDP sockets live (wg-quick's behaviour)
 
 
-# Records are @frozen (wgns.profile.frozen), not @dataclass(frozen=True): the same behaviour without
-# the ~7 ms that importing dataclasses cost every `wgns up`.
-
-
-@frozen
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """A peer's Endpoint: host and UDP port."""
 
@@ -82,7 +78,7 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@frozen
+@dataclass(frozen=True, slots=True)
 class Peer:
     """One [Peer] of an interface."""
 
@@ -94,7 +90,7 @@ class Peer:
     line: int | None = None  # line of the [Peer] header, for messages
 
 
-@frozen
+@dataclass(frozen=True, slots=True)
 class Hook:
     """A PreUp/PostUp/PreDown/PostDown command."""
 
@@ -104,7 +100,7 @@ class Hook:
     line: int | None = None
 
 
-@frozen
+@dataclass(frozen=True, slots=True)
 class Interface:
     """One WireGuard interface: what a wg-quick ``.conf`` describes."""
 
@@ -121,6 +117,8 @@ class Interface:
     save_config: bool = False
     peers: tuple[Peer, ...] = ()
     source: str | None = None  # the file it was read from
+    # the line of each of `dns` in `source`, for messages (not part of what the interface is)
+    dns_lines: tuple[int | None, ...] = field(default=(), compare=False)
 
 
 class Proto(enum.Enum):
@@ -133,7 +131,7 @@ class ForwardMode(enum.Enum):
     RELAY = "relay"
 
 
-@frozen
+@dataclass(frozen=True, slots=True)
 class Forward:
     """A port forward from the host into the namespace (issue 5)."""
 
@@ -145,7 +143,7 @@ class Forward:
     line: int | None = None
 
 
-@frozen
+@dataclass(frozen=True, slots=True)
 class Profile:
     """Everything `wgns up` needs, validated."""
 
@@ -160,6 +158,7 @@ class Profile:
     hooks: tuple[Hook, ...] = ()  # profile-level hooks; interface hooks live on the interface
     forwards: tuple[Forward, ...] = ()
     allow_host: tuple[int, ...] = ()  # host ports the namespace may reach over a forward veth
+    dns_line: int | None = field(default=None, compare=False)  # of the profile's own dns key
 
     @property
     def has_ipv6(self) -> bool:

@@ -1,11 +1,13 @@
 """The few libc calls Python 3.11's os module lacks: setns, unshare, mount, umount2, prctl,
 capset and raw syscall(2).
 
-Built on ``_ctypes``, the C half of ctypes, rather than ``ctypes`` itself: the pure-Python half
-defines a hundred classes and imports struct, and that is ~3 ms of every `wgns exec` start (the
-wrapper's whole budget is the ~14 ms of the double-sudo helper it replaces). What is used here is
-exactly what ctypes.CDLL does underneath: dlopen(NULL), a CFuncPtr subclass with errno capture,
-and _SimpleCData argument types, so that each argument is passed with its C type.
+The one libc binding of wgns. Built on ``_ctypes``, the C half of ctypes, rather than ``ctypes``
+itself, because `wgns exec` (wgns.system.startup) binds these on every start: the pure-Python
+half defines a hundred classes and imports struct, and costs ~2.6 ms more (`python3.11 -I -S -X
+importtime -c 'import ctypes'`: 3.8 ms against 1.2 ms for _ctypes) of a budget of ~15 ms. What is
+used here is exactly what ctypes.CDLL does underneath: dlopen(NULL), a CFuncPtr subclass with
+errno capture, and _SimpleCData argument types, so that each argument is passed with its C type;
+tests/system/test_libc.py checks it against ctypes itself.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import _ctypes as _ctypes_module
 import posix
 import sys
 
-from wgns.system import paths
+from wgns.system.startup import fsencode
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.system.startup)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
@@ -83,7 +85,7 @@ def _fail(what: str) -> OSError:
 
 
 def _encode(s: str | None) -> bytes | None:
-    return None if s is None else paths.fsencode(s)
+    return None if s is None else fsencode(s)
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -99,12 +101,12 @@ def unshare(flags: int) -> None:
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    if _mount(_encode(source), paths.fsencode(target), _encode(fstype), flags, _encode(data)) != 0:
+    if _mount(_encode(source), fsencode(target), _encode(fstype), flags, _encode(data)) != 0:
         raise _fail(f"mount {target}")
 
 
 def umount2(target: str, flags: int) -> None:
-    if _umount2(paths.fsencode(target), flags) != 0:
+    if _umount2(fsencode(target), flags) != 0:
         raise _fail(f"umount {target}")
 
 
@@ -123,7 +125,7 @@ def capset_empty() -> None:
 
 
 def open_tree(path: str, flags: int) -> int:
-    fd = _syscall_open_tree(SYS_OPEN_TREE, -100, paths.fsencode(path), flags)  # -100: AT_FDCWD
+    fd = _syscall_open_tree(SYS_OPEN_TREE, -100, fsencode(path), flags)  # -100: AT_FDCWD
     if fd < 0:
         raise _fail(f"open_tree {path}")
     return fd
@@ -131,5 +133,5 @@ def open_tree(path: str, flags: int) -> int:
 
 def move_mount_fd(fd: int, target: str, flags: int) -> None:
     """move_mount(2) of the detached tree FD onto TARGET (relative to the cwd)."""
-    if _syscall_move_mount(SYS_MOVE_MOUNT, fd, b"", -100, paths.fsencode(target), flags) != 0:
+    if _syscall_move_mount(SYS_MOVE_MOUNT, fd, b"", -100, fsencode(target), flags) != 0:
         raise _fail(f"move_mount {target}")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-try:  # the builtin module: hashlib would load OpenSSL first, ~4 ms of every command's start
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - a Python built without it
-    from hashlib import blake2b
+from hashlib import blake2b
 
 IFNAMSIZ = 15
 

@@ -1,11 +1,7 @@
-"""os and os.path helpers for the modules on `wgns exec`'s path, built on the posix module.
-
-`wgns exec` wraps every command it runs, so its start-up is paid each time, and importing os
-was a tenth of it: ``python3.11 -IS -c 'import os'`` takes 7.1 ms against 6.1 ms for ``pass``
-on the CI machine (half of it _collections_abc, for the class of os.environ), in a `wgns exec`
-of ~9.6 ms. The modules that path imports (execns, netns, state, libc, errors) call ``posix``,
-which os re-exports, and these few helpers, which behave as their os and os.path namesakes do
-for the str paths wgns passes them.
+"""os and os.path helpers built on the posix module. GOING: `wgns exec`'s path has its own in
+wgns.system.startup, and the modules outside it that still import this one (profile.config,
+engine.state, engine.ops, commands.strip) take os, os.path and pathlib as they are rewritten;
+then delete this module and tests/system/test_paths.py.
 """
 
 from __future__ import annotations

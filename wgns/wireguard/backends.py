@@ -22,6 +22,7 @@ from typing import Any
 
 from wgns.errors import WgnsError
 from wgns.profile.model import Backend, Interface
+from wgns.profile.wgconf import wg_setconf_text as setconf_text
 from wgns.system import links
 from wgns.system.processes import (
     Supervised,
@@ -33,7 +34,6 @@ from wgns.system.processes import (
 from wgns.system.tools import run
 from wgns.wireguard import dump, uapi
 from wgns.wireguard.dump import DeviceState
-from wgns.wireguard.setconf import setconf_text
 
 __all__ = ["Backend", "Kernel", "Userspace", "WireguardBackend", "WireguardGo", "get", "select"]
 

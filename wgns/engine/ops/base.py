@@ -20,15 +20,24 @@ from wgns.errors import WgnsError
 
 # Op kinds defined outside wgns.engine.ops, imported only when a journal names them
 KIND_MODULES: dict[str, str] = {
-    "forwards": "wgns.features.forward",
-    "down_hook": "wgns.lifecycle.ops",
-    "link_reconfig": "wgns.lifecycle.ops",
-    "wg_sync": "wgns.lifecycle.ops",
-    "nft_replace": "wgns.lifecycle.ops",
+    **dict.fromkeys(
+        (
+            "forward_port",
+            "forward_veth",
+            "forward_ingress",
+            "forward_dnat",
+            "forward_opening",
+            "forward_relay",
+        ),
+        "wgns.features.forward.ops",
+    ),
+    **dict.fromkeys(("down_hook", "link_reconfig", "wg_sync", "nft_replace"), "wgns.lifecycle.ops"),
 }
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more
 RETIRED_KINDS: dict[str, str] = {
+    "forwards": "journaled by an older wgns (all forwards of a namespace in one entry), not "
+    "supported any more: take the namespace down with that wgns, or reboot (records live in /run)",
     "ip_batch": "journaled by an older wgns (an `ip -b` batch), not supported any more: "
     "delete the namespace by hand (`ip netns del NS`) and remove the record",
 }

@@ -1,10 +1,10 @@
 """The built-in relay: TCP and UDP from the main namespace to a service on NS's loopback.
 
-One process per forward, started by `wgns forward add`/`wgns up` in its own session (so it
-outlives the command), stopped by `wgns forward remove`/`wgns down` through its recorded pid and
-start time. It listens in the namespace it was started in and opens each upstream socket inside
-NS: a socket belongs to the network namespace its creator was in when it was created, so the
-event loop thread switches to NS (``setns``) for the ``socket()`` call only and back at once.
+The relaying itself; the process around it (arguments, listeners, supervision) is
+:mod:`wgns.features.forward.relayd`. A relay listens in the namespace it was started in and
+opens each upstream socket inside NS: a socket belongs to the network namespace its creator
+was in when it was created, so the event loop thread switches to NS (``setns``) for the
+``socket()`` call only and back at once.
 
 * TCP: one non-blocking socket pair per connection on a single asyncio loop, no process or
   thread per connection. Data moves through one shared buffer; a slow reader only costs the
@@ -14,24 +14,18 @@ event loop thread switches to NS (``setns``) for the ``socket()`` call only and 
 * UDP: one upstream socket per client address (a session), closed after ``--idle`` seconds
   without traffic; at most ``--max-sessions``, the least recently used goes first.
 * ``--from``: connections and datagrams from other sources are refused (TCP reset) or dropped.
-
-Usage (internal): ``python -m wgns.features.relay --ns NS --proto tcp --port P --target-port Q
---listen 127.0.0.1 [--listen ::1] [--from CIDR]... [--ready-fd FD]``
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
 import ipaddress
 import os
 import resource
-import signal
 import socket
 import struct
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -77,7 +71,7 @@ class NsSockets:
         return s
 
 
-def _allowed(nets: Sequence[IPNet]) -> Callable[[str], bool]:
+def allowed_from(nets: Sequence[IPNet]) -> Callable[[str], bool]:
     if not nets:
         return lambda _addr: True
 
@@ -426,93 +420,3 @@ def listen(proto: str, addr: str, port: int, backlog: int = 4096) -> socket.sock
         s.close()
         raise
     return s
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m wgns.features.relay", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--ns", help="the namespace to connect into (default: stay here)")
-    p.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
-    p.add_argument("--port", type=int, required=True, help="the port to listen on")
-    p.add_argument("--listen", action="append", default=[], help="address to listen on")
-    p.add_argument("--target", default="127.0.0.1", help="address of the service inside NS")
-    p.add_argument("--target-port", type=int, required=True)
-    p.add_argument("--from", dest="sources", action="append", default=[], metavar="CIDR")
-    p.add_argument("--idle", type=float, default=60.0, help="UDP session idle timeout (s)")
-    p.add_argument("--max-sessions", type=int, default=4096)
-    p.add_argument("--ready-fd", type=int, default=-1)
-    return p
-
-
-def _say(fd: int, text: str) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.write(fd, (text + "\n").encode())
-            os.close(fd)
-    else:
-        print(text, file=sys.stdout if text == "ready" else sys.stderr, flush=True)
-
-
-def _targets(primary: str, port: int, tcp: bool) -> list[tuple[int, tuple[str, int]]]:
-    fam = int(socket.AF_INET6 if ":" in primary else socket.AF_INET)
-    out: list[tuple[int, tuple[str, int]]] = [(fam, (primary, port))]
-    if tcp and primary == "127.0.0.1":
-        out.append((int(socket.AF_INET6), ("::1", port)))  # a service listening on [::1] only
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    ready = args.ready_fd
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    raise_nofile()
-    try:
-        sources = [ipaddress.ip_network(s) for s in args.sources]
-    except ValueError as e:
-        _say(ready, f"relay: {e}")
-        return 2
-    try:
-        sockets = NsSockets(args.ns)
-    except OSError as e:
-        _say(ready, f"relay: cannot open namespace {args.ns}: {e.strerror}")
-        return 1
-    listeners: list[socket.socket] = []
-    for addr in args.listen or ["127.0.0.1"]:
-        try:
-            listeners.append(listen(args.proto, addr, args.port))
-        except OSError as e:
-            shown = f"[{addr}]" if ":" in addr else addr
-            why = "in use on the host" if e.errno == 98 else e.strerror
-            _say(ready, f"{args.proto} port {args.port} is {why} ({shown}:{args.port})")
-            return 1
-    loop = asyncio.new_event_loop()
-    allowed = _allowed(sources)
-    relay: TcpRelay | UdpRelay
-    if args.proto == "tcp":
-        relay = TcpRelay(
-            loop, listeners, sockets, _targets(args.target, args.target_port, True), allowed
-        )
-    else:
-        relay = UdpRelay(
-            loop,
-            listeners,
-            sockets,
-            _targets(args.target, args.target_port, False)[0],
-            allowed,
-            args.idle,
-            args.max_sessions,
-        )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, loop.stop)
-    _say(ready, "ready")
-    try:
-        loop.run_forever()
-    finally:
-        relay.close()
-        loop.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

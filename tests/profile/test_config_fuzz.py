@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wgns.errors import ConfigError
-from wgns.profile import config
-from wgns.profile.config import parse_conf, parse_toml
+from wgns.profile import conf, toml
+from wgns.profile.conf import parse_conf
 from wgns.profile.model import Interface, Profile
+from wgns.profile.toml import parse_toml
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_TEXTS = [p.read_text() for p in sorted(DATA.glob("*.conf"))]
@@ -91,8 +92,8 @@ def test_conf_mutated_samples(text: str) -> None:
 # the keys the parser knows (its own tables, so new keys are fuzzed too), a lower-case
 # spelling, and one it must refuse
 _CONF_KEYS = [
-    *config._ALL_INTERFACE_KEYS,
-    *config._WG_PEER_KEYS.values(),
+    *conf.INTERFACE_KEYS,
+    *conf.PEER_KEYS,
     "privatekey",
     "Foo",
 ]
@@ -245,11 +246,11 @@ def test_toml_mutated(case: tuple[str, list[str]]) -> None:
 
 _TOML_KEYS = sorted(
     {
-        *config._ROOT_KEYS,
-        *config._IFACE_KEYS,
-        *config._PEER_KEYS,
-        *config._HOOK_TOML_KEYS,
-        *config._FORWARD_KEYS,
+        *toml.ROOT_KEYS,
+        *toml.INTERFACE_KEYS,
+        *toml.PEER_KEYS,
+        *toml.HOOK_KEYS,
+        *toml.FORWARD_KEYS,
         "bogus",  # one it must refuse
     }
 )

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wgns.errors import ConfigError
-from wgns.profile.config import strip_conf
+from wgns.profile.wgconf import strip_conf
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("*.conf"))
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 needs_wg_quick = pytest.mark.skipif(
     shutil.which("wg-quick") is None or os.geteuid() != 0,

@@ -1,5 +1,6 @@
-"""The built-in relay (wgns/relay.py) on its own: half-close, thousands of concurrent
-connections in one process and one thread, UDP sessions with idle timeout, --from, stopping.
+"""The built-in relay (wgns/features/forward/relay.py, relayd.py, supervise.py) on its own:
+half-close, thousands of concurrent connections in one process and one thread, UDP sessions
+with idle timeout, --from, stopping, and supervision (restart after a SIGKILL).
 
 The relay runs in the sandbox's main namespace and connects into a test namespace, as it does
 for `wgns forward`; the servers behind it are small Python programs inside that namespace."""
@@ -117,7 +118,7 @@ for src in ("127.0.0.2", "127.0.0.3"):
 
 
 def relay(sandbox: Sandbox, *args: str) -> subprocess.Popen[Any]:
-    argv = sandbox.python_argv(["-m", "wgns.features.relay", "--ns", INNER, *args])
+    argv = sandbox.python_argv(["-m", "wgns.features.forward.relayd", "--ns", INNER, *args])
     p = sandbox.popen(
         argv, env=sandbox.python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -197,14 +198,94 @@ def test_udp_sessions_idle_timeout_from_filter_and_errors(sandbox: Sandbox) -> N
     assert out[1] != "127.0.0.3 hi"
 
     # the port is taken: a clear message, exit status 1
-    argv = sandbox.python_argv(["-m", "wgns.features.relay", "--ns", INNER, "--port", "17002",
-                                "--target-port", "7002"])  # fmt: skip
+    argv = sandbox.python_argv(["-m", "wgns.features.forward.relayd", "--ns", INNER,
+                                "--port", "17002", "--target-port", "7002"])  # fmt: skip
     proc = sandbox.run(argv, env=sandbox.python_env(), check=False)
     assert proc.returncode == 1
     assert "tcp port 17002 is in use on the host (127.0.0.1:17002)" in proc.stderr
     # a namespace that does not exist
-    argv = sandbox.python_argv(["-m", "wgns.features.relay", "--ns", "nosuch", "--port", "17009",
-                                "--target-port", "7002"])  # fmt: skip
+    argv = sandbox.python_argv(["-m", "wgns.features.forward.relayd", "--ns", "nosuch",
+                                "--port", "17009", "--target-port", "7002"])  # fmt: skip
     proc = sandbox.run(argv, env=sandbox.python_env(), check=False)
     assert proc.returncode == 1 and "cannot open namespace nosuch" in proc.stderr
     assert stop(ru) == 0 and stop(rf) == 0
+
+
+ECHO_ONCE = r"""
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+    s.sendall(b"ping\n"); print(s.recv(10).decode().strip() or "eof")
+except OSError as e:
+    print("error", e.errno)
+"""
+
+
+def _children(sandbox: Sandbox, pid: int) -> list[int]:
+    out = sandbox.run(["pgrep", "-P", str(pid)], check=False).stdout.split()
+    return [int(p) for p in out]
+
+
+def _wait_for(what: str, cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_supervised_relay_restarts_its_worker_after_sigkill(sandbox: Sandbox) -> None:
+    setup(sandbox)
+    sup = relay(sandbox, "--supervise", "--port", "17020", "--target-port", "7002")
+    assert sandbox.run(["python3", "-c", ECHO_ONCE, "17020"]).stdout.strip() == "ping"
+    (worker,) = _children(sandbox, sup.pid)
+    # the worker is the relay: one thread, no children of its own
+    assert len(os.listdir(sandbox.path(f"/proc/{worker}/task"))) == 1
+    assert _children(sandbox, worker) == []
+
+    sandbox.run(["kill", "-KILL", str(worker)])
+    _wait_for("a new worker", lambda: [w for w in _children(sandbox, sup.pid) if w != worker])
+    (again,) = _children(sandbox, sup.pid)
+    assert again != worker
+    assert sandbox.run(["python3", "-c", ECHO_ONCE, "17020"]).stdout.strip() == "ping"
+    assert sup.poll() is None
+
+    # the supervisor stops its worker with it
+    assert stop(sup) == 0
+    _wait_for("the worker to exit", lambda: not os.path.exists(sandbox.path(f"/proc/{again}")))
+    assert sandbox.run(["python3", "-c", ECHO_ONCE, "17020"]).stdout.strip().startswith("error")
+    assert sup.stderr is not None
+    log = sup.stderr.read()
+    assert f"worker {worker} relays" in log and f"worker {again} relays" in log
+    assert "worker killed by SIGKILL" in log and "restarting in 0.1 s" in log
+    assert "Traceback" not in log, log
+
+
+def test_a_worker_outlives_no_supervisor_killed_with_sigkill(sandbox: Sandbox) -> None:
+    setup(sandbox)
+    sup = relay(sandbox, "--supervise", "--port", "17021", "--target-port", "7002")
+    (worker,) = _children(sandbox, sup.pid)
+    sup.kill()
+    sup.wait(timeout=5)
+    _wait_for(
+        "the orphaned worker to exit", lambda: not os.path.exists(sandbox.path(f"/proc/{worker}"))
+    )
+    assert sandbox.run(["python3", "-c", ECHO_ONCE, "17021"]).stdout.strip().startswith("error")
+
+
+def test_supervisor_gives_up_when_its_namespace_is_gone(sandbox: Sandbox) -> None:
+    setup(sandbox)
+    sup = relay(sandbox, "--supervise", "--port", "17022", "--target-port", "7002")
+    (worker,) = _children(sandbox, sup.pid)
+    sandbox.run(["ip", "netns", "del", INNER])
+    sandbox.run(["kill", "-KILL", str(worker)])
+    assert sup.wait(timeout=10) == 1
+    assert sup.stderr is not None
+    assert "is gone: giving up" in sup.stderr.read()
+
+
+def test_backoff_is_bounded() -> None:
+    from wgns.features.forward import supervise
+
+    delays = [supervise.backoff(n) for n in range(1, 12)]
+    assert delays[:3] == [0.1, 0.2, 0.4]
+    assert max(delays) == supervise.MAX_DELAY and delays == sorted(delays)

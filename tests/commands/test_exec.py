@@ -34,7 +34,7 @@ from tests.hostdns import (
 )
 from wgns.commands import exec as exec_cmd
 from wgns.errors import UsageError, WgnsError
-from wgns.system import execview
+from wgns.system import runas, startup
 from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
 from wgns.testing.sim import Provider
 
@@ -76,8 +76,27 @@ def test_command_line_errors(argv: list[str]) -> None:
         exec_cmd.parse(argv)
 
 
-def _target(uid: int = UID, shell: str = "/bin/sh") -> execview.Target:
-    return execview.Target(uid, GID, tuple(GROUPS), USER, "/home/alice", shell)
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["exec", "--help"], "usage: wgns exec NS [--user USER] [--if-up] [--] CMD [ARGS...]"),
+        (["exec", "vpn", "-h", "ls"], "usage: wgns exec NS"),
+        (["shell", "vpn", "--help"], "usage: wgns shell NS [--user USER] [--if-up]"),
+    ],
+)
+def test_help_is_argparses_from_the_same_register(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The launcher's own parser hands -h/--help to argparse, as `wgns --help exec` shows it."""
+    with pytest.raises(SystemExit) as info:
+        exec_cmd.main(argv)
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith(usage)
+    assert "--if-up" in out and "--debug" in out
+
+
+def _target(uid: int = UID, shell: str = "/bin/sh") -> runas.Target:
+    return runas.Target(uid, GID, tuple(GROUPS), USER, "/home/alice", shell)
 
 
 def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
@@ -107,7 +126,7 @@ def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
         "SUDO_COMMAND": "/usr/bin/wgns exec vpn id",
         "WGNS_NS": "other",
     }
-    out = execview.child_environment(env, _target(), NS)
+    out = runas.child_environment(env, _target(), NS)
     assert out == {
         "FOO": "bar",
         "PATH": "/opt/x/bin:/usr/bin",
@@ -123,10 +142,10 @@ def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
         "WGNS_NS": NS,
     }
     # outside a namespace (--if-up, NS down) WGNS_NS is not inherited; root keeps SUDO_*
-    root = execview.Target(0, 0, (0,), "root", "/root", "/bin/bash")
-    out = execview.child_environment(env, root, None)
+    root = runas.Target(0, 0, (0,), "root", "/root", "/bin/bash")
+    out = runas.child_environment(env, root, None)
     assert "WGNS_NS" not in out and out["SUDO_USER"] == "alice" and out["HOME"] == "/root"
-    assert execview.child_environment({}, root, None)["PATH"] == execview.DEFAULT_PATH
+    assert runas.child_environment({}, root, None)["PATH"] == runas.DEFAULT_PATH
 
 
 @pytest.mark.parametrize(
@@ -146,24 +165,24 @@ def test_environment_is_kept_as_sudo_E_keeps_it() -> None:
     ],
 )
 def test_sudo_rules(name: str, value: str, dropped: bool) -> None:
-    assert execview.sudo_drops(name, value) is dropped
+    assert runas.sudo_drops(name, value) is dropped
 
 
 def test_target_user() -> None:
     # sudo's variables name the invoking user (trusted only when wgns runs as root)
-    t = execview.resolve_target(None, {"SUDO_UID": "65534", "SUDO_GID": "65534"}, caller_uid=0)
+    t = runas.resolve_target(None, {"SUDO_UID": "65534", "SUDO_GID": "65534"}, caller_uid=0)
     assert (t.uid, t.gid, t.name) == (65534, 65534, "nobody")
-    t = execview.resolve_target(None, {"PKEXEC_UID": "65534"}, caller_uid=0)
+    t = runas.resolve_target(None, {"PKEXEC_UID": "65534"}, caller_uid=0)
     assert (t.uid, t.name) == (65534, "nobody")
     # root logged in as root is the invoking user; --user picks anyone
-    assert execview.resolve_target(None, {}, caller_uid=0).uid == 0
-    assert execview.resolve_target("nobody", {"SUDO_UID": "0"}, caller_uid=0).uid == 65534
-    t = execview.resolve_target("#4321", {}, caller_uid=0)  # no passwd entry, like sudo -u '#N'
+    assert runas.resolve_target(None, {}, caller_uid=0).uid == 0
+    assert runas.resolve_target("nobody", {"SUDO_UID": "0"}, caller_uid=0).uid == 65534
+    t = runas.resolve_target("#4321", {}, caller_uid=0)  # no passwd entry, like sudo -u '#N'
     assert (t.uid, t.gid, t.groups, t.name, t.home) == (4321, 65534, (65534,), "4321", "/")
     with pytest.raises(WgnsError):
-        execview.resolve_target("no-such-user-here", {}, caller_uid=0)
+        runas.resolve_target("no-such-user-here", {}, caller_uid=0)
     with pytest.raises(WgnsError):
-        execview.resolve_target(None, {"SUDO_UID": "x"}, caller_uid=0)
+        runas.resolve_target(None, {"SUDO_UID": "x"}, caller_uid=0)
 
 
 # ------------------------------------------------------------------------------ in the sandbox
@@ -612,43 +631,86 @@ def test_environment_matches_the_double_sudo_helper(sandbox: Sandbox, up: Provid
     assert not any(k.startswith("SUDO_") for k in o)
 
 
-LAUNCHER = "/usr/local/bin/wgns"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _launcher_of_this_checkout() -> tuple[str, str] | None:
-    """(interpreter, launcher) when scripts/install.sh installed this checkout's launcher."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        with open(LAUNCHER) as f:
-            text = f.read()
-    except OSError:
-        return None
-    if f'sys.path.insert(0, "{root}")' not in text or not text.startswith("#!"):
-        return None
-    return text[2:].split()[0], LAUNCHER
-
-
-def test_installed_launcher_runs_exec_without_loading_the_cli() -> None:
-    """`wgns exec` is started for every wrapped command: the launcher goes straight to its own
-    parser (no wgns.cli, argparse, json or ctypes), and still reports like the CLI."""
-    found = _launcher_of_this_checkout()
-    if found is None:
-        pytest.skip("scripts/install.sh has not installed this checkout's launcher")
-    interp, launcher = found
+def launcher_interpreter() -> str:
+    """The interpreter scripts/install.sh puts on the launcher's #! line."""
     r = subprocess.run(
-        [interp, "-I", "-S", "-X", "importtime", launcher, "exec", "no-such-ns", "--", "true"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        ["/usr/bin/python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+        check=False,
+    )
+    return os.path.realpath("/usr/bin/python3" if r.returncode == 0 else sys.executable)
+
+
+def write_launcher(sandbox: Sandbox) -> str:
+    """This checkout's launcher, rendered from scripts/wgns-launcher.in as install.sh does."""
+    with open(f"{REPO}/scripts/wgns-launcher.in") as f:
+        text = f.read().replace("@INTERP@", launcher_interpreter()).replace("@ROOT@", REPO)
+    path = f"{SANDBOX_TMP}/wgns"
+    sandbox.write_file(path, text, mode=0o755)
+    return path
+
+
+def imported_by(sandbox: Sandbox, argv: list[str], **kw: Any) -> tuple[set[str], Any]:
+    """The modules ARGV (a launcher and its arguments) imports, by `python -X importtime`."""
+    r = sandbox.run(
+        [launcher_interpreter(), "-I", "-S", "-X", "importtime", *argv], check=False, **kw
     )
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    return imported, r
+
+
+#: What `wgns exec` must never load: each costs it milliseconds (wgns.system.startup).
+SLOW = {"wgns.cli", "argparse", "json", "ctypes", "re", "contextlib", "os", "stat", "typing"}
+SLOW |= {"dataclasses", "subprocess", "signal", "pathlib", "shutil", "hashlib", "enum"}
+
+
+def test_launcher_runs_exec_without_loading_the_cli(sandbox: Sandbox, up: Provider) -> None:
+    """`wgns exec` is started for every wrapped command: the launcher goes straight to its own
+    parser and the namespace's record (_json's scanner, no json), and runs the command."""
+    launcher = write_launcher(sandbox)
+    env = wgns_env(sandbox)
+    imported, r = imported_by(sandbox, [launcher, "exec", NS, "--", "true"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert {"wgns.commands.exec", "wgns.system.execview", "wgns.system.runas"} <= imported
+    assert "_json" in imported  # the record was read...
+    assert not imported & SLOW, sorted(imported & SLOW)  # ...by the shims of startup.py
+    assert not any(m.startswith("wgns.engine") for m in imported)
+    imported, r = imported_by(sandbox, [launcher, "exec", "nope", "--", "true"], env=env)
     assert r.returncode == 1
-    assert "wgns: no namespace no-such-ns" in r.stderr
-    assert "wgns.commands.exec" in imported and "wgns.system.execview" in imported
-    slow = {"wgns.cli", "argparse", "json", "ctypes", "re", "contextlib", "os", "stat"}
-    assert not imported & slow, sorted(imported & slow)
-    other = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=30)
-    assert other.returncode == 0 and other.stdout.startswith("wgns ")
+    assert "wgns: no namespace nope" in r.stderr and not imported & SLOW
+    other = sandbox.run([launcher, "--version"], env=env)
+    assert other.stdout.startswith("wgns ")
+
+
+def test_damaged_record_is_one_line_naming_the_file(sandbox: Sandbox, up: Provider) -> None:
+    """Issue 12, edge case 4: a truncated record made `wgns exec` print a SystemError traceback."""
+    record = f"/run/wgns/{NS}.json"
+    intact = sandbox.read_text(record)
+    assert json.loads(intact)["phase"] == "up"
+    assert startup.loads(intact) == json.loads(intact)  # the real record, as the engine wrote it
+    launcher = write_launcher(sandbox)
+    marker = f"{SANDBOX_TMP}/ran"
+    try:
+        for cut in (len(intact) // 2, intact.index('"phase"') + 3, 1, 0):
+            sandbox.write_file(record, intact[:cut])
+            for argv in (
+                [launcher, "exec", NS, "--", "touch", marker],
+                [launcher, "exec", NS, "--if-up", "--", "touch", marker],
+                wgns_argv("exec", NS, "--", "touch", marker),
+            ):
+                r = sandbox.run(argv, env=wgns_env(sandbox), check=False)
+                assert r.returncode == 1, (cut, r.stderr)
+                assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+                assert r.stderr.startswith(f"wgns: state record {record} is damaged ("), r.stderr
+                assert "delete the file" in r.stderr
+                assert not sandbox.path(marker).exists()
+        sandbox.write_file(record, json.dumps({"phase": "up"})[:-1] + ', "extra": [1, 2]}')
+        r = run_exec(sandbox, NS, "--", "true")  # any valid layout is read
+        assert r.returncode == 0, r.stderr
+    finally:
+        sandbox.write_file(record, intact)  # for the fixture's `wgns down`
 
 
 # --------------------------------------------------------- what wgns itself runs inside a netns

@@ -1,4 +1,5 @@
-"""wgns.system.paths behaves as its os / os.path namesakes for the paths wgns passes."""
+"""wgns.system.paths behaves as its os / os.path namesakes for the paths wgns passes (until its
+last users, outside the exec path, take os and pathlib; then it goes, with this file)."""
 
 from __future__ import annotations
 

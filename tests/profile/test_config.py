@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,10 @@ from typing import Any
 import pytest
 
 from wgns.errors import EXIT_USAGE, ConfigError
-from wgns.profile import config
-from wgns.profile.config import (
-    load_profile,
-    parse_conf,
-    parse_toml,
-    resolve_profile_path,
-    wg_setconf_text,
-)
-from wgns.profile.frozen import replace
+from wgns.profile import load as profile_load
+from wgns.profile.conf import parse_conf
+from wgns.profile.files import MAX_PROFILE_BYTES
+from wgns.profile.load import load_profile, resolve_profile_path
 from wgns.profile.model import (
     Backend,
     Endpoint,
@@ -33,6 +29,8 @@ from wgns.profile.model import (
     Proto,
     Secret,
 )
+from wgns.profile.toml import parse_toml
+from wgns.profile.wgconf import strip_conf, wg_setconf_text
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("*.conf"))
@@ -608,7 +606,7 @@ def test_setconf_text_roundtrips(sample: Path) -> None:
     assert (back.listen_port, back.fwmark) == (i.listen_port, i.fwmark)
     assert [replace(p, line=None) for p in back.peers] == [replace(p, line=None) for p in i.peers]
     # nothing in it is for wg-quick: stripping changes nothing
-    assert config.strip_conf(text) == text + "\n"
+    assert strip_conf(text) == text + "\n"
 
 
 def test_setconf_text_shape() -> None:
@@ -705,7 +703,7 @@ def write(path: Path, text: str | bytes, mode: int = 0o600) -> Path:
 def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "etc-wgns"
     d.mkdir()
-    monkeypatch.setattr(config, "ETC_DIR", str(d))
+    monkeypatch.setattr(profile_load, "ETC_DIR", str(d))
     return d
 
 
@@ -1532,7 +1530,7 @@ def test_toml_that_tomllib_chokes_on(tmp_path: Path, text: str) -> None:
 
 
 def test_too_large(tmp_path: Path) -> None:
-    f = write(tmp_path / "big.conf", conf() + "#" * config.MAX_PROFILE_BYTES)
+    f = write(tmp_path / "big.conf", conf() + "#" * MAX_PROFILE_BYTES)
     with pytest.raises(ConfigError) as info:
         load_profile(str(f))
     assert_error(info.value, path=f, line=None, key=None, fragment="cannot read: larger than")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+from pathlib import Path
 
 import pytest
 
@@ -75,13 +76,38 @@ def test_imports_no_ctypes_module() -> None:
     import sys
 
     code = "import sys; import wgns.system.libc; print('ctypes' in sys.modules)"
+    root = str(Path(__file__).resolve().parent.parent.parent)
     out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {root!r}); {code}"],
         capture_output=True,
         text=True,
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_calls_match_ctypes_cdll() -> None:
+    """The _ctypes binding passes what ctypes.CDLL would: the same results and errno, call by
+    call (calls that fail without changing anything)."""
+    import ctypes
+
+    cdll = ctypes.CDLL(None, use_errno=True)
+    cases = [
+        (lambda: libc.umount2("/no/such/mount", 0), lambda: cdll.umount2(b"/no/such/mount", 0)),
+        (
+            lambda: libc.mount("none", "/no/such/dir", "tmpfs"),
+            lambda: cdll.mount(b"none", b"/no/such/dir", b"tmpfs", ctypes.c_ulong(0), None),
+        ),
+        (lambda: libc.setns(-1, 0), lambda: cdll.setns(-1, 0)),
+        (lambda: libc.prctl(-1), lambda: cdll.prctl(-1, *[ctypes.c_ulong(0)] * 4)),
+        (lambda: libc.open_tree("/no/such", 1), lambda: cdll.syscall(428, -100, b"/no/such", 1)),
+    ]
+    for ours, theirs in cases:
+        with pytest.raises(OSError) as info:
+            ours()
+        ctypes.set_errno(0)
+        assert theirs() == -1
+        assert info.value.errno == ctypes.get_errno() != 0
 
 
 def test_errors_carry_errno_and_the_call() -> None:
