@@ -207,3 +207,30 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         ops.extend(run_hooks(profile, "post-up", iface))
     ops.extend(down_hooks(profile))
     return ops
+
+
+# What the state record says of a profile (up writes it, reload compares and rewrites it)
+
+
+def forwards_json(profile: Profile) -> list[dict[str, object]]:
+    if not profile.forwards:
+        return []
+    from wgns.features.forward import spec as forward
+
+    return [forward.to_json(f) for f in profile.forwards]
+
+
+def interfaces_json(profile: Profile, facts: Facts) -> list[dict[str, object]]:
+    return [
+        {
+            "label": i.name,
+            "ifname": names.wg_ifname(profile.name, i.name),
+            "addresses": [a.with_prefixlen for a in i.addresses],
+            "mtu": facts.mtus[i.name],
+        }
+        for i in profile.interfaces
+    ]
+
+
+def ipv6_mode(profile: Profile) -> str:
+    return "tunnelled" if profile.has_ipv6 else ("blocked" if profile.kill_switch else "open")

@@ -25,6 +25,9 @@ from wgns.lifecycle.plan import (
     Facts,
     _without_replace_prelude,
     down_hooks,
+    forwards_json,
+    interfaces_json,
+    ipv6_mode,
     kill_switch_op,
     routes_for,
 )
@@ -40,8 +43,6 @@ class ReloadPlan:
 
 
 def _refusals(profile: Profile, rec: state.Record, facts: Facts) -> list[str]:
-    from wgns.lifecycle.up import forwards_json
-
     out = []
     had = [str(i["label"]) for i in rec.interfaces]
     has = [i.name for i in profile.interfaces]
@@ -174,8 +175,6 @@ def plan_reload(profile: Profile, rec: state.Record, facts: Facts) -> ReloadPlan
 def reload(profile: Profile, rec: state.Record, facts: Facts) -> tuple[str, ...]:
     """Apply the reload of REC's namespace to PROFILE (REC is up, under its lock); return
     the changes made. On failure, what this reload applied is rolled back."""
-    from wgns.lifecycle.up import interfaces_json, ipv6_mode
-
     ns = rec.ns
     plan = plan_reload(profile, rec, facts)
     ex = Executor(rec)

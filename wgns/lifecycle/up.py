@@ -16,7 +16,16 @@ from wgns.engine.ops import Op
 from wgns.errors import ConfigError, WgnsError
 from wgns.features import killswitch
 from wgns.lifecycle import probe
-from wgns.lifecycle.plan import TUNNEL_OPS, Facts, create_op, plan_up, tunnel_ops
+from wgns.lifecycle.plan import (
+    TUNNEL_OPS,
+    Facts,
+    create_op,
+    forwards_json,
+    interfaces_json,
+    ipv6_mode,
+    plan_up,
+    tunnel_ops,
+)
 from wgns.profile import load as profile_load
 from wgns.profile.model import Profile
 from wgns.system import names, netns
@@ -83,30 +92,6 @@ def gather_facts(profile: Profile) -> Facts:
         netns_files=netns_files(profile),
         openings=openings,
     )
-
-
-def forwards_json(profile: Profile) -> list[dict[str, object]]:
-    if not profile.forwards:
-        return []
-    from wgns.features.forward import spec as forward
-
-    return [forward.to_json(f) for f in profile.forwards]
-
-
-def interfaces_json(profile: Profile, facts: Facts) -> list[dict[str, object]]:
-    return [
-        {
-            "label": i.name,
-            "ifname": names.wg_ifname(profile.name, i.name),
-            "addresses": [a.with_prefixlen for a in i.addresses],
-            "mtu": facts.mtus[i.name],
-        }
-        for i in profile.interfaces
-    ]
-
-
-def ipv6_mode(profile: Profile) -> str:
-    return "tunnelled" if profile.has_ipv6 else ("blocked" if profile.kill_switch else "open")
 
 
 def _new_record(profile: Profile, facts: Facts) -> state.Record:
