@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
-
-# the C module: socket.py adds enum conversions and selectors (~3 ms) that resolving does not use
-from _socket import AF_INET, EAI_AGAIN, SOCK_DGRAM, gaierror, getaddrinfo
 from dataclasses import replace
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
 from wgns.errors import WgnsError
 from wgns.profile.model import Endpoint, Interface, Peer
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -58,9 +56,9 @@ def _lookup(host: str, port: int, timeout: float) -> str:
     delay = 0.1
     while True:
         try:
-            infos = getaddrinfo(host, port, 0, SOCK_DGRAM)
-        except gaierror as e:
-            if e.errno == EAI_AGAIN and time.monotonic() + delay < deadline:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+        except socket.gaierror as e:
+            if e.errno == socket.EAI_AGAIN and time.monotonic() + delay < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -68,7 +66,7 @@ def _lookup(host: str, port: int, timeout: float) -> str:
                 f"cannot resolve endpoint {host}: {e.strerror}",
                 hint="check the Endpoint, or the DNS of the namespace the tunnel starts from",
             ) from None
-        v4 = [i for i in infos if i[0] == AF_INET]
+        v4 = [i for i in infos if i[0] == socket.AF_INET]
         chosen = (v4 or infos)[0]
         return str(chosen[4][0])
 
