@@ -24,7 +24,7 @@ import pytest
 from wgns.system import names
 from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
 from wgns.testing.sim import Provider
-from wgns.testing.sim.provider import Capture, Packet
+from wgns.testing.sim.capture import Capture, Packet
 
 NS = "vpn"
 WG = names.wg_ifname(NS, "vpn")
