@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from wgns.features import killswitch
+from wgns.features.check import health
 from wgns.features.check.facts import Facts, journal_ruleset, link_kind, route_devs, route_text
 from wgns.features.check.result import Result, verdict
 from wgns.system import netns
@@ -41,6 +42,7 @@ def check_interfaces(f: Facts) -> Result:
             problems.append(f"{n} is down")
     if f.rec.phase != "up":
         problems.append(f"state record phase is {f.rec.phase!r}, not 'up'")
+    problems += health.daemon_problems(f.rec) + health.birthplace_problems(f.rec)
     shown = ", ".join(
         f"{n} ({link_kind(present[n]) or 'loopback'})" if n != "lo" else "lo"
         for n in sorted(present, key=lambda n: (n != "lo", n))

@@ -1,0 +1,97 @@
+"""Is a namespace that wgns brought up still whole? What `wgns status` and `wgns check` call broken.
+
+A record at phase "up" says what should exist; this compares it with what does, without sending
+anything: the namespace itself, its birthplace (where the tunnel's UDP sockets live), every
+wireguard-go wgns started, and every recorded wg interface (present and up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wgns.engine import state
+from wgns.engine.ops import process_alive
+from wgns.errors import WgnsError
+from wgns.features.check.facts import ip_json
+from wgns.system import netns
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A wireguard-go wgns started for one interface, as journaled."""
+
+    ifname: str
+    pid: int
+    alive: bool
+
+
+def daemons(rec: state.Record) -> dict[str, Daemon]:
+    """ifname -> the userspace daemon journaled for it (kernel interfaces have none)."""
+    found = {}
+    for e in rec.journal:
+        if e.get("kind") == "wg_create" and e.get("backend") == "userspace":
+            result = e.get("result", {})
+            pid = int(result.get("pid", 0))
+            alive = pid > 0 and process_alive(pid, result.get("starttime"))
+            found[str(e["ifname"])] = Daemon(str(e["ifname"]), pid, alive)
+    return found
+
+
+def problems(rec: state.Record, links: Mapping[str, bool] | None = None) -> list[str]:
+    """What is broken in REC's namespace, one phrase each (empty: nothing, or not phase "up").
+
+    LINKS maps the namespace's interface names to whether they are up, when the caller has read
+    them already (None: read here)."""
+    if rec.phase != "up":
+        return []  # an interrupted up or down: the phase says so
+    ns = rec.ns
+    found = []
+    exists = netns.exists(ns)
+    if not exists:
+        found.append(f"namespace {ns} is gone (deleted outside wgns)")
+    found += birthplace_problems(rec) + daemon_problems(rec)
+    if exists:
+        live = links if links is not None else netns_links(ns)
+        for entry in rec.interfaces:
+            ifname = str(entry["ifname"])
+            if ifname not in live:
+                found.append(f"interface {ifname} is missing")
+            elif not live[ifname]:
+                found.append(f"interface {ifname} is down")
+    return found
+
+
+def birthplace_problems(rec: state.Record) -> list[str]:
+    """The birthplace (where the tunnel's UDP sockets live) gone, or replaced since `up`."""
+    bp = rec.birthplace
+    if bp is None:
+        return []  # the namespace wgns ran in: it cannot go away
+    if not netns.exists(bp):
+        return [f"birthplace {bp} is gone: the tunnel's UDP sockets lived there"]
+    if rec.birthplace_inode and netns.inode_of(bp) != rec.birthplace_inode:
+        return [
+            f"birthplace {bp} was replaced by a new namespace of that name: "
+            "the tunnel's UDP sockets live in the old one"
+        ]
+    return []
+
+
+def daemon_problems(rec: state.Record) -> list[str]:
+    return [
+        f"wireguard-go of {d.ifname} (pid {d.pid}) is not running"
+        for d in daemons(rec).values()
+        if not d.alive
+    ]
+
+
+def netns_links(ns: str) -> dict[str, bool]:
+    """Interface name -> up, of namespace NS (empty when it cannot be read)."""
+    try:
+        return {str(x["ifname"]): "UP" in x.get("flags", []) for x in ip_json(ns, ["link"])}
+    except WgnsError:
+        return {}
+
+
+def fix_hint(ns: str) -> str:
+    return f"take it down and up again: `wgns down {ns}`, then `wgns up` its profile"
