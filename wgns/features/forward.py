@@ -45,14 +45,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wgns import log
 from wgns.engine import state
 from wgns.engine.ops import (
+    Context,
     Op,
-    Teardown,
     del_link,
     ip_batch,
     proc_starttime,
@@ -649,30 +650,24 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(kw_only=True)
 class Forwarding(Op):
     """All forwards of one namespace. ``apply`` converges the system to ``forwards`` from what
     ``result`` says exists; ``undo`` removes everything ``result`` lists. Runtime changes
     replace this one journal entry (never append), so the journal stays exact."""
 
     kind = "forwards"
-
-    def __init__(
-        self,
-        *,
-        ns: str,
-        forwards: list[dict[str, Any]] | None = None,
-        allow_host: list[int] | None = None,
-        killswitch: dict[str, Any] | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(result=result)
-        self.ns = ns
-        self.forwards: list[dict[str, Any]] = [] if forwards is None else forwards
-        self.allow_host: list[int] = [] if allow_host is None else allow_host
-        # the kill switch spec (killswitch.Spec.to_json()), None without a kill switch:
-        # re-rendered with the openings of the forwards, and kept in the state record for
-        # `wgns check`
-        self.killswitch = killswitch
+    ns: str
+    forwards: list[dict[str, Any]] = field(default_factory=list)
+    allow_host: list[int] = field(default_factory=list)
+    # the kill switch spec (killswitch.Spec.to_json()), None without a kill switch:
+    # re-rendered with the openings of the forwards, and kept in the state record for
+    # `wgns check`
+    killswitch: dict[str, Any] | None = None
+    # the context of the apply/undo running now, for the checkpoints of its helpers
+    _ctx: Context | None = field(
+        default=None, init=False, repr=False, compare=False, metadata={"journal": False}
+    )
 
     def describe(self) -> str:
         fw = ", ".join(
@@ -684,12 +679,14 @@ class Forwarding(Op):
     # -- helpers -------------------------------------------------------------------------
 
     def _save(self) -> None:
-        self.checkpoint()
+        if self._ctx is not None:
+            self._ctx.checkpoint()
 
     def _fwds(self) -> list[Forward]:
         return [from_json(d) for d in self.forwards]
 
-    def apply(self) -> None:
+    def apply(self, ctx: Context) -> None:
+        self._ctx = ctx
         fwds = self._fwds()
         r = self.result
         ns = self.ns
@@ -848,7 +845,8 @@ class Forwarding(Op):
         self.result["killswitch_digest"] = _digest(rules)
         self._save()
 
-    def undo(self, ctx: Teardown) -> None:
+    def undo(self, ctx: Context) -> None:
+        self._ctx = ctx
         r = self.result
         errors: list[str] = []
         for k, info in list(r.get("relays", {}).items()):
@@ -901,7 +899,7 @@ def _find(rec: state.Record) -> tuple[int, Forwarding] | None:
     return None
 
 
-def _bind(rec: state.Record, index: int, op: Forwarding) -> None:
+def _bind(rec: state.Record, index: int, op: Forwarding) -> Context:
     def checkpoint() -> None:
         rec.journal[index] = op.to_json()
         rec.extra["forwards"] = list(op.forwards)
@@ -909,7 +907,7 @@ def _bind(rec: state.Record, index: int, op: Forwarding) -> None:
             rec.extra["killswitch"] = op.killswitch
         state.save(rec)
 
-    op._checkpoint_cb = checkpoint  # type: ignore[attr-defined]
+    return Context(ns=rec.ns, on_checkpoint=checkpoint)
 
 
 def _require_up(ns: str) -> state.Record:
@@ -937,20 +935,20 @@ def _change(ns: str, mutate: Any) -> Forwarding:
         index, op = found
     old = list(op.forwards)
     op.forwards = mutate(list(old))
-    _bind(rec, index, op)
-    op.checkpoint()
+    ctx = _bind(rec, index, op)
+    ctx.checkpoint()
     log.debug("[#] %s", op.describe())
     try:
-        op.apply()
+        op.apply(ctx)
     except BaseException:
         op.forwards = old
         try:
-            op.apply()
+            op.apply(ctx)
         except Exception as e:  # pragma: no cover - reported, the journal still covers it
             log.warning("wgns: %s: could not restore the previous forwards: %s", ns, e)
-        op.checkpoint()
+        ctx.checkpoint()
         raise
-    op.checkpoint()
+    ctx.checkpoint()
     return op
 
 

@@ -11,7 +11,7 @@ import posix
 from wgns import log
 from wgns.engine import state
 from wgns.engine.executor import undo_journal
-from wgns.engine.ops import RunHook
+from wgns.engine.ops import Context, RunHook
 from wgns.errors import WgnsError
 from wgns.system import netns
 
@@ -29,7 +29,7 @@ def down(ns: str) -> tuple[bool, list[str]]:
         errors: list[str] = []
         hooks = rec.extra.get("down_hooks", [])
         errors.extend(run_hooks(hooks, "pre-down"))
-        errors.extend(undo_journal(rec.journal))
+        errors.extend(undo_journal(rec))
         errors.extend(run_hooks(hooks, "post-down"))
         if errors:
             return True, errors
@@ -50,7 +50,8 @@ def run_hooks(hooks: list[dict[str, str | None]], when: str) -> list[str]:
             )
             continue
         try:
-            RunHook(when=when, command=str(h["command"]), ns=where, ifname=str(h["ifname"])).apply()
+            hook = RunHook(when=when, command=str(h["command"]), ns=where, ifname=str(h["ifname"]))
+            hook.apply(Context(ns=str(h["ns"] or "")))
         except (WgnsError, OSError) as e:
             errors.append(str(e))
     return errors

@@ -127,9 +127,12 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
             # in place before anything can carry a packet (ConfigureLink waits for it)
             ops.append(kill_switch)
         cfg = ConfigureWireguard(
-            ifname=ifname, ns=ns if kernel else bp, backend=facts.backend, peers=len(iface.peers)
+            ifname=ifname,
+            ns=ns if kernel else bp,
+            backend=facts.backend,
+            peers=len(iface.peers),
+            config=facts.resolved[iface.name],
         )
-        cfg._iface = facts.resolved[iface.name]
         ops.append(cfg)
         if first and facts.ns_exists:
             ops.append(LinkUp(ns=ns, ifname="lo"))

@@ -154,7 +154,7 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
             return UpResult(ns, True, rec.backend, tuple(i["ifname"] for i in rec.interfaces))
         if rec is not None:
             log.info("wgns: %s: cleaning up after an interrupted run", ns)
-            errors = undo_journal(rec.journal)
+            errors = undo_journal(rec)
             if errors:
                 raise WgnsError(f"cannot clean up the interrupted run of {ns}: {'; '.join(errors)}")
             state.remove(ns)

@@ -14,10 +14,11 @@ import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unuse
 import os
 import time
 
-from wgns.engine.ops import proc_starttime, uapi_socket
 from wgns.errors import WgnsError
 from wgns.profile.model import Backend
 from wgns.system import netns
+from wgns.system.processes import proc_starttime
+from wgns.wireguard.uapi import uapi_socket
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

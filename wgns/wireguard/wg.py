@@ -6,9 +6,9 @@ from __future__ import annotations
 import _socket  # the C module: socket.py adds enums and selectors (~3 ms) unused here
 import binascii  # not base64, a wrapper that imports struct too
 
-from wgns.engine.ops import run
 from wgns.errors import WgnsError
 from wgns.profile.frozen import frozen
+from wgns.system.tools import run
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -471,7 +471,7 @@ def test_import_is_lean() -> None:
         "import sys; before = set(sys.modules); import wgns.system.rtnl; "
         "print(' '.join(sorted(set(sys.modules) - before)))"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(
         [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {root!r}); {code}"],
         capture_output=True,

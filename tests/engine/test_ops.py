@@ -11,7 +11,8 @@ FAILURES = r"""
 import json
 from wgns.system import netns
 from wgns.errors import WgnsError
-from wgns.engine.ops import ConfigureLink, MoveLink
+from wgns.engine.ops import ConfigureLink, Context, MoveLink
+ctx = Context(ns="a")
 out = {}
 netns.add("a")
 def attempt(key, fn):
@@ -21,11 +22,11 @@ def attempt(key, fn):
     except WgnsError as e:
         out[key] = str(e)
 move = MoveLink(ifname="nosuch0", source=None, target="a")
-move.apply()  # the move runs in a thread: its error comes from finish()
-attempt("move", move.finish)
-attempt("open", lambda: MoveLink(ifname="x", source="missing", target="a").apply())
+move.apply(ctx)  # the move runs in a thread: its error comes from finish()
+attempt("move", lambda: move.finish(ctx))
+attempt("open", lambda: MoveLink(ifname="x", source="missing", target="a").apply(ctx))
 link = ConfigureLink(ns="a", ifname="nosuch0", addresses=["198.18.9.2/32"], mtu=1420, routes=[])
-attempt("configure", link.apply)
+attempt("configure", lambda: link.apply(ctx))
 print(json.dumps(out))
 """
 

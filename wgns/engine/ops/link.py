@@ -1,0 +1,194 @@
+"""Ops on links: moving one between namespaces, its addresses, MTU, state and routes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wgns.engine.ops.base import Context, Op
+from wgns.errors import WgnsError
+from wgns.system import netns, rtnl
+from wgns.system.tools import run
+
+# What `ip` says when the thing it was asked to delete is not there
+_GONE_MARKERS = (
+    "Cannot find device",
+    "does not exist",
+    "No such file or directory",
+    "No such process",
+    "Cannot open network namespace",
+    "Invalid argument",
+)
+
+
+def gone(stderr: str) -> bool:
+    """STDERR of a failed `ip`/`nft` deletion says that there was nothing to delete."""
+    return any(m in stderr for m in _GONE_MARKERS)
+
+
+def ip_batch(lines: Sequence[str], *, ns: str | None = None) -> None:
+    """Many iproute2 commands in one process (`ip -b`): one fork instead of one per command."""
+    if not lines:
+        return
+    argv = ["ip", "-n", ns, "-b", "-"] if ns else ["ip", "-b", "-"]
+    proc = run(argv, input="\n".join(lines) + "\n", check=False)
+    if proc.returncode != 0:
+        raise WgnsError(f"ip failed{' in namespace ' + ns if ns else ''}: {proc.stderr.strip()}")
+
+
+def del_link(ifname: str, *, ns: str | None) -> bool:
+    """Delete IFNAME in NS (None: the current namespace). False when it was not there."""
+    if ns is not None and not netns.exists(ns):
+        return False
+    argv = ["ip", "-n", ns, "link", "del", ifname] if ns else ["ip", "link", "del", ifname]
+    proc = run(argv, check=False)
+    if proc.returncode == 0:
+        return True
+    if gone(proc.stderr):
+        return False
+    raise WgnsError(f"cannot delete {ifname}: {proc.stderr.strip()}")
+
+
+def link_exists(ifname: str, *, ns: str | None) -> bool:
+    """Without a process: if_nametoindex answers for the calling thread's namespace."""
+    if ns is not None and not netns.exists(ns):
+        return False
+    with netns.entered(ns):
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            return False
+    return True
+
+
+def open_netlink(ns: str | None) -> rtnl.Rtnl:
+    """A netlink socket in NS (None: the current namespace), or a WgnsError saying why not."""
+    try:
+        return rtnl.Rtnl(ns)
+    except OSError as e:
+        where = f"namespace {ns}" if ns else "this namespace"
+        raise WgnsError(f"cannot open a netlink socket in {where}: {e.strerror or e}") from None
+
+
+def _netlink_message(e: BaseException) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+@dataclass(kw_only=True)
+class MoveLink(Op):
+    # not beside_background: the daemon must be up (see CreateWireguard.finish)
+    kind = "link_move"
+    ifname: str
+    source: str | None
+    target: str
+    _moving: threading.Thread | None = field(
+        default=None, init=False, repr=False, compare=False, metadata={"journal": False}
+    )
+    _failed: list[BaseException] = field(
+        default_factory=list, init=False, repr=False, compare=False, metadata={"journal": False}
+    )
+
+    def describe(self) -> str:
+        return f"ip link set {self.ifname} netns {self.target}"
+
+    def apply(self, ctx: Context) -> None:
+        # Moving a link costs the kernel an rcu_barrier() (~20 ms on the CI machine) during
+        # which the caller only waits: a thread waits instead, while `up` goes on with what
+        # cannot carry traffic (configuring the daemon, writing files). finish() joins it.
+        nl = open_netlink(self.source)
+
+        def move() -> None:
+            try:
+                nl.move_link(self.ifname, self.target)
+            except BaseException as e:  # reported by finish(), in the thread that can act on it
+                self._failed.append(e)
+            finally:
+                nl.close()
+
+        thread = threading.Thread(target=move, name=f"move {self.ifname}", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            nl.close()
+            raise
+        self._moving = thread
+
+    def finish(self, ctx: Context) -> None:
+        thread, self._moving = self._moving, None
+        if thread is None:
+            return
+        thread.join()
+        if self._failed:
+            raise WgnsError(_netlink_message(self._failed.pop(0)))
+
+
+@dataclass(kw_only=True)
+class ConfigureLink(Op):
+    """Addresses, MTU, link state and routes of a wg interface inside the namespace: what
+    wg-quick does with `ip`, over one netlink socket (wgns.system.rtnl) instead of a process."""
+
+    kind = "link_config"
+    ns: str
+    ifname: str
+    addresses: list[str]
+    mtu: int
+    routes: list[list[Any]]  # [prefix, table number or None (main)]
+    lo_up: bool = False
+
+    def lines(self) -> list[str]:
+        """The same change as `ip` command lines (for --debug and the docs)."""
+        out = ["link set lo up"] if self.lo_up else []
+        out += [f"address add {a} dev {self.ifname}" for a in self.addresses]
+        out.append(f"link set dev {self.ifname} mtu {self.mtu} up")
+        for prefix, table in self.routes:
+            out.append(
+                f"route replace {prefix} dev {self.ifname}"
+                + (f" table {table}" if table is not None else "")
+            )
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(f"ip -n {self.ns} {line}" for line in self.lines())
+
+    def apply(self, ctx: Context) -> None:
+        # rtnl's errors name the request ("RTNETLINK: add address A dev D: File exists"); the
+        # namespace is what they lack
+        try:
+            with open_netlink(self.ns) as nl:
+                if self.lo_up:
+                    nl.set_link("lo", up=True)
+                for a in self.addresses:
+                    nl.add_address(self.ifname, a)
+                nl.set_link(self.ifname, mtu=self.mtu, up=True)
+                for prefix, table in self.routes:
+                    nl.replace_route(prefix, self.ifname, table=table)
+        except OSError as e:
+            raise WgnsError(f"{e.strerror or e} (in namespace {self.ns})") from None
+
+
+@dataclass(kw_only=True)
+class LinkUp(Op):
+    """Bring a link up in a namespace wgns did not create, restoring its old state on undo."""
+
+    kind = "link_up"
+    ns: str
+    ifname: str
+
+    def describe(self) -> str:
+        return f"ip -n {self.ns} link set {self.ifname} up"
+
+    def prepare(self, ctx: Context) -> None:
+        proc = run(["ip", "-n", self.ns, "-j", "link", "show", "dev", self.ifname], check=False)
+        self.result["was_up"] = '"UP"' in proc.stdout
+
+    def apply(self, ctx: Context) -> None:
+        ip_batch([f"link set {self.ifname} up"], ns=self.ns)
+
+    def undo(self, ctx: Context) -> None:
+        if self.result.get("was_up", True) or not netns.exists(self.ns):
+            return
+        # bringing lo up made the kernel add 127.0.0.1/8 and ::1: take them away again
+        ip_batch([f"link set {self.ifname} down", f"address flush dev {self.ifname}"], ns=self.ns)
