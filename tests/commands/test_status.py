@@ -156,4 +156,4 @@ def test_status_and_check_on_a_damaged_record_say_so_in_one_line(
         assert proc.stdout == "", (args, proc.stdout)
         (line,) = proc.stderr.splitlines()
         assert line.startswith(f"wgns: state record /run/wgns/{NS}.json is unreadable"), line
-        assert "remove it" in line and "Traceback" not in proc.stderr
+        assert f"rm /run/wgns/{NS}.json" in line and "Traceback" not in proc.stderr

@@ -16,6 +16,7 @@ from typing import Any
 
 from wgns.engine import state
 from wgns.errors import WgnsError
+from wgns.features import forward
 from wgns.features.check import health
 from wgns.system import netns
 from wgns.wireguard import wg
@@ -102,11 +103,7 @@ def describe(ns: str) -> dict[str, Any]:
             }
         )
     pids = netns.pids_inside(ns)
-    forwards: list[dict[str, Any]] = []
-    if any(e.get("kind") == "forwards" for e in rec.journal):
-        from wgns.features import forward  # only namespaces with forwards pay for its import
-
-        forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
+    forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
     broken = health.problems(rec, {n: link["up"] for n, link in links.items()})
     return {
         "name": ns,

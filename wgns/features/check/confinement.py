@@ -11,6 +11,7 @@ from wgns.features.check import health
 from wgns.features.check.facts import Facts, journal_ruleset, link_kind, route_devs, route_text
 from wgns.features.check.result import Result, verdict
 from wgns.system import netns
+from wgns.system.tools import run
 
 _NOT_LEAVING = frozenset({"unreachable", "blackhole", "prohibit", "throw"})
 _LO_TYPES = frozenset({"local", "broadcast", "multicast", "anycast"})
@@ -158,8 +159,6 @@ def check_killswitch(f: Facts) -> Result:
 
 def _foreign_tables(ns: str, ours: str) -> list[str]:
     """Other nft tables in NS, as "family name"."""
-    from wgns.engine.ops import run
-
     out = run(["nft", "list", "tables"], ns=ns, check=False)
     tables = []
     for line in out.stdout.splitlines():

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wgns.engine import state
+from wgns.engine.ops import NftTable, WriteNetnsFiles
 from wgns.errors import WgnsError
 from wgns.features import killswitch
 from wgns.system import netns
@@ -63,20 +64,15 @@ def spec_of(rec: state.Record) -> killswitch.Spec | None:
 
 
 def journal_ruleset(rec: state.Record, table: str) -> str | None:
-    """The last kill switch script wgns applied for TABLE, as journaled."""
-    found = None
-    for e in rec.journal:
-        if e.get("kind") == "nft_table" and e.get("table") == table and e.get("ns") == rec.ns:
-            found = str(e.get("ruleset", ""))
-    return found
+    """The last kill switch script wgns applied for TABLE in the namespace, as journaled."""
+    applied = [op for op in rec.find(NftTable) if op.table == table and op.ns == rec.ns]
+    return applied[-1].ruleset if applied else None
 
 
 def journal_files(rec: state.Record) -> dict[str, str] | None:
-    found = None
-    for e in rec.journal:
-        if e.get("kind") == "netns_files" and e.get("ns") == rec.ns:
-            found = dict(e.get("files", {}))
-    return found
+    """The /etc/netns/NS files wgns last wrote (name -> content), as journaled."""
+    written = [op for op in rec.find(WriteNetnsFiles) if op.ns == rec.ns]
+    return dict(written[-1].files) if written else None
 
 
 def gather(ns: str) -> Facts:

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wgns.engine import state
-from wgns.engine.ops import process_alive
+from wgns.engine.ops import CreateWireguard
 from wgns.errors import WgnsError
 from wgns.features.check.facts import ip_json
 from wgns.system import netns
+from wgns.system.processes import process_alive
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,14 @@ class Daemon:
 
 
 def daemons(rec: state.Record) -> dict[str, Daemon]:
-    """ifname -> the userspace daemon journaled for it (kernel interfaces have none)."""
+    """ifname -> the daemon journaled for it: a backend that runs one (wireguard-go) records its
+    pid and start time in the op's result; a kernel interface has none."""
     found = {}
-    for e in rec.journal:
-        if e.get("kind") == "wg_create" and e.get("backend") == "userspace":
-            result = e.get("result", {})
-            pid = int(result.get("pid", 0))
-            alive = pid > 0 and process_alive(pid, result.get("starttime"))
-            found[str(e["ifname"])] = Daemon(str(e["ifname"]), pid, alive)
+    for op in rec.find(CreateWireguard):
+        if "pid" in op.result:
+            pid = int(op.result["pid"])
+            alive = pid > 0 and process_alive(pid, op.result.get("starttime"))
+            found[op.ifname] = Daemon(op.ifname, pid, alive)
     return found
 
 
