@@ -1,17 +1,16 @@
 """The simulated VPN provider, running inside a sandbox: build it, add clients, observe it.
 
 The topology (namespaces, links, addresses, the servers' keys) is in
-:mod:`wgns.testing.sim.topology`; packet capture in :mod:`wgns.testing.sim.capture`. Key material
-never appears on a command line: private keys go through stdin/stdout of ``wg`` and files under
-the sandbox's private /run.
+:mod:`wgns.testing.sim.topology`, packet capture in :mod:`wgns.testing.sim.capture`, waiting for
+its servers and links in :mod:`wgns.testing.sim.readiness`. Key material never appears on a
+command line: private keys go through stdin/stdout of ``wg`` and files under the sandbox's
+private /run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import selectors
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim.capture import Capture, Packet, parse_pcap
+from wgns.testing.sim.readiness import wait_ready, wait_settled
 from wgns.testing.sim.topology import (
     HOST_UPLINK,
     HOST_V4,
@@ -320,90 +320,6 @@ class Provider:
 # Building
 
 
-def _wait_ready(
-    sandbox: Sandbox,
-    pythons: dict[str, subprocess.Popen[bytes]],
-    sockets: dict[str, tuple[subprocess.Popen[bytes], str]],
-    timeout: float,
-) -> None:
-    """Wait for each Python server to print 'ready' and each UAPI socket to appear."""
-    deadline = time.monotonic() + timeout
-    pending = dict(pythons)
-    buffers: dict[str, bytes] = {name: b"" for name in pythons}
-    with selectors.DefaultSelector() as sel:
-        for name, p in pythons.items():
-            assert p.stdout is not None
-            sel.register(p.stdout.fileno(), selectors.EVENT_READ, name)
-        waiting_sockets = dict(sockets)
-        while pending or waiting_sockets:
-            for name, (p, sock) in list(waiting_sockets.items()):
-                if sandbox.path(sock).exists():
-                    del waiting_sockets[name]
-                elif p.poll() is not None:
-                    raise ProviderError(
-                        f"{name} exited with {p.returncode}: {_errlog(sandbox, name)}"
-                    )
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ProviderError(
-                    f"not ready after {timeout}s: {sorted([*pending, *waiting_sockets])}"
-                )
-            if not pending:
-                time.sleep(0.002)
-                continue
-            for key, _ in sel.select(min(left, 0.002 if waiting_sockets else left)):
-                name = key.data
-                chunk = os.read(key.fd, 4096)
-                buffers[name] += chunk
-                if b"ready" in buffers[name]:
-                    sel.unregister(key.fd)
-                    del pending[name]
-                elif not chunk:
-                    sel.unregister(key.fd)
-                    p = pending.pop(name)
-                    p.wait(timeout=5)
-                    raise ProviderError(
-                        f"{name} exited with {p.returncode}: {_errlog(sandbox, name)}"
-                    )
-
-
-def _wait_settled(sandbox: Sandbox, namespaces: Sequence[str | None], timeout: float) -> None:
-    """Wait until the kernel has finished bringing the veth links up.
-
-    Carrier changes are processed asynchronously (linkwatch): operstate, and with it the IPv6
-    link-local address and multicast route of one end of each veth pair, appear a moment after
-    `ip link set up` (up to a second on a busy machine). A snapshot taken before that would
-    differ from one taken after, so the provider only returns once everything is settled."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = [
-            subprocess.Popen(
-                sandbox.command(["ip", "-j", "link", "show", "type", "veth"], netns=ns),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-            for ns in namespaces
-        ]
-        pending = []
-        for ns, p in zip(namespaces, procs, strict=True):
-            out, _ = p.communicate(timeout=30)
-            links = json.loads(out or b"[]")
-            pending += [(ns, x["ifname"]) for x in links if x.get("operstate") != "UP"]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise ProviderError(f"links not up after {timeout}s: {pending}")
-        time.sleep(0.01)
-
-
-def _errlog(sandbox: Sandbox, name: str) -> str:
-    try:
-        return sandbox.read_text(f"{SIM_DIR}/{name}.err").strip()[-2000:]
-    except OSError:
-        return "(no output)"
-
-
 def build_provider(sandbox: Sandbox, *, second_server: bool = False) -> Provider:
     """Build the simulated provider inside SANDBOX (see the module docstring)."""
     t0 = time.monotonic()
@@ -483,15 +399,15 @@ def build_provider(sandbox: Sandbox, *, second_server: bool = False) -> Provider
                 keys[int(idx)] = key
         provider.servers = [make_server(s.index, keys[s.index]) for s in servers]
 
-        _wait_ready(sandbox, {}, sockets, READY_TIMEOUT)
+        wait_ready(sandbox, {}, sockets, READY_TIMEOUT)
         for s in provider.servers:
             provider.wg(s.index, ["sh", "-c", wg_script(s)], raw=True)
         sandbox.write_file("/etc/resolv.conf", f"nameserver {ISP_V4}\n")
-        _wait_ready(sandbox, pythons, {}, READY_TIMEOUT)
+        wait_ready(sandbox, pythons, {}, READY_TIMEOUT)
         for p in pythons.values():
             assert p.stdout is not None
             p.stdout.close()
-        _wait_settled(sandbox, [None, *namespaces], READY_TIMEOUT)
+        wait_settled(sandbox, [None, *namespaces], READY_TIMEOUT)
     except BaseException:
         provider.close()
         raise
