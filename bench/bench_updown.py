@@ -74,7 +74,7 @@ def main() -> int:
     sb = Sandbox.enter_self()
     provider = build_provider(sb)
     try:
-        kind = backends.resolve(backends.Backend.AUTO)
+        chosen = backends.select(backends.Backend.AUTO)
         WORK.mkdir(mode=0o700, exist_ok=True)
         wgns = wgns_argv()
 
@@ -91,7 +91,7 @@ def main() -> int:
             ).stdout
         )
         os.chmod(wgconf, 0o600)
-        create = 'ip link add "$IF" type wireguard' if kind == "kernel" else 'wireguard-go "$IF"'
+        create = 'wireguard-go "$IF"' if chosen.moves_device else 'ip link add "$IF" type wireguard'
         (WORK / "hand-up.sh").write_text(HAND_UP.format(create=create))
         (WORK / "hand-down.sh").write_text(HAND_DOWN)
         hand_env = dict(
@@ -142,7 +142,7 @@ def main() -> int:
         k = max(1, min(10, args.many // 5))
         first, last = statistics.median(ups[:k]), statistics.median(ups[-k:])
         result = {
-            "backend": kind,
+            "backend": chosen.name,
             "rounds": args.rounds,
             "hand_up_down_ms": round(hand_med * 1000, 1),
             "wgns_up_down_ms": round(wgns_med * 1000, 1),

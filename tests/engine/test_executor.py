@@ -244,3 +244,87 @@ def test_journal_fields_marked_not_journaled_stay_out_of_the_record() -> None:
     assert "config" not in repr(op)
     back = Op.from_json(entry)
     assert back == ConfigureWireguard(ifname="wg0", ns="t", backend="userspace", peers=1)
+
+
+# Entries as the wgns before the ops package journaled them (its to_json: public attributes)
+OLD_JOURNAL: list[dict[str, object]] = [
+    {"kind": "netns_add", "ns": "vpn", "result": {}},
+    {
+        "kind": "netns_files",
+        "ns": "vpn",
+        "files": {"resolv.conf": "nameserver 198.18.0.1\n"},
+        "result": {"dir_created": True, "etc_netns_created": False, "prior": {}},
+    },
+    {
+        "kind": "wg_create",
+        "ifname": "wg0vpn",
+        "backend": "userspace",
+        "birthplace": None,
+        "target": "vpn",
+        "result": {"run_dir_created": True, "pid": 123, "starttime": 456},
+    },
+    {"kind": "link_move", "ifname": "wg0vpn", "source": None, "target": "vpn", "result": {}},
+    {
+        "kind": "nft_table",
+        "ns": "vpn",
+        "family": "inet",
+        "table": "wgns",
+        "ruleset": "table inet wgns {}\n",
+        "result": {},
+    },
+    {
+        "kind": "wg_config",
+        "ifname": "wg0vpn",
+        "ns": None,
+        "backend": "userspace",
+        "peers": 1,
+        "result": {},
+    },
+    {"kind": "link_up", "ns": "vpn", "ifname": "lo", "result": {"was_up": False}},
+    {
+        "kind": "link_config",
+        "ns": "vpn",
+        "ifname": "wg0vpn",
+        "addresses": ["198.18.0.2/32"],
+        "mtu": 1420,
+        "routes": [["0.0.0.0/0", None]],
+        "lo_up": True,
+        "result": {},
+    },
+    {"kind": "hook", "when": "post-up", "command": "true %i", "ns": None, "ifname": "wg0vpn",
+     "result": {}},
+    {
+        "kind": "forwards",
+        "ns": "vpn",
+        "forwards": [],
+        "allow_host": [8080],
+        "killswitch": None,
+        "result": {"ports": []},
+    },
+]  # fmt: skip
+
+
+def test_journals_of_the_previous_wgns_still_load_and_write_back_the_same() -> None:
+    rec = state.Record(ns="vpn", journal=[dict(e) for e in OLD_JOURNAL])
+    state.save(rec)
+    loaded = state.load("vpn")
+    assert loaded is not None
+    ops = loaded.ops()
+    assert [op.kind for op in ops] == [e["kind"] for e in OLD_JOURNAL]
+    assert [op.to_json() for op in ops] == OLD_JOURNAL
+    from wgns.engine.ops import CreateWireguard
+
+    (create,) = loaded.find(CreateWireguard)
+    assert (create.backend, create.result["pid"]) == ("userspace", 123)
+
+
+def test_a_journal_entry_that_cannot_be_read_is_a_wgns_error_saying_so() -> None:
+    for entry, message in [
+        ({"kind": "ip_batch", "ns": "vpn", "lines": []}, "not supported any more"),
+        ({"kind": "teleport", "ns": "vpn"}, "unknown journal entry 'teleport'"),
+        ({"ns": "vpn"}, "journal entry without a kind"),
+        ({"kind": "netns_add", "ns": "vpn", "colour": 1}, r"unknown fields \['colour'\]"),
+        ({"kind": "netns_add"}, "'netns_add' is incomplete"),
+    ]:
+        with pytest.raises(WgnsError, match=message):
+            Op.from_json(entry)

@@ -19,7 +19,6 @@ from wgns.errors import WgnsError
 from wgns.features import forward
 from wgns.features.check import health
 from wgns.system import netns
-from wgns.wireguard import wg
 
 FORMAT = 1
 
@@ -69,10 +68,11 @@ def describe(ns: str) -> dict[str, Any]:
         raise WgnsError(f"{ns} is not managed by wgns", hint="see `wgns status` for the list")
     links = _addresses(ns)
     daemons = health.daemons(rec)
+    backend = health.backend_of(rec)
     interfaces = []
     for entry in rec.interfaces:
         ifname = entry["ifname"]
-        dev = wg.show(ifname, ns=ns if netns.exists(ns) else None)
+        dev = backend.read(ifname, ns if netns.exists(ns) else None) if backend else None
         link = links.get(ifname)
         d = daemons.get(ifname)
         daemon = None if d is None else {"pid": d.pid, "alive": d.alive}

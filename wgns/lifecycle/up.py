@@ -70,7 +70,7 @@ def gather_facts(profile: Profile) -> Facts:
             path=profile.source,
             key="birthplace",
         )
-    chosen = backends.resolve(profile.backend)
+    chosen = backends.select(profile.backend).name
     resolved = [probe.resolve_endpoints(i, where=profile.birthplace) for i in profile.interfaces]
     openings: tuple[killswitch.Opening, ...] = ()
     # else wgns.features.forward need not even be imported

@@ -1,5 +1,5 @@
-"""Processes wgns starts and stops: identified by pid *and* start time, so that a reused pid
-never gets a signal meant for a process that is gone."""
+"""Processes wgns starts and stops, identified by pid *and* start time so that a reused pid
+never gets a signal meant for a process that is gone; and the daemons it supervises."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import contextlib
 import os
 import select
 import signal
+import subprocess
 import time
+
+from wgns.errors import WgnsError
+from wgns.system import netns
 
 
 def proc_starttime(pid: int) -> int | None:
@@ -97,3 +101,107 @@ def _wait_exit(pidfd: int, timeout: float) -> bool:
             return False
         if poller.poll(max(1, int(left * 1000 + 0.999))):  # retried after EINTR by Python
             return True
+
+
+LOG_DIR = "/run/wgns/log"  # the daemons' stderr: LOG_DIR/NS/NAME.log
+
+
+def log_path(ns: str, name: str) -> str:
+    """Where the daemon NAME of namespace NS writes its errors."""
+    return f"{LOG_DIR}/{ns}/{name}.log"
+
+
+def remove_log(path: str) -> None:
+    """Remove the log at PATH, and its directories when nothing else is left in them."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    for d in (os.path.dirname(path), LOG_DIR):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
+def last_line(path: str) -> str:
+    """The last non-empty line of the log at PATH ("" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+class Supervised:
+    """A daemon wgns starts and watches (wireguard-go; next the relay, dhcpcd, wpa_supplicant).
+
+    A subclass says what to run (``argv``, ``env``), whether it can (``is_supported``) and when
+    it is ready (``ready``). ``start`` runs it in a namespace, in its own session (it outlives
+    the wgns that started it), with stdin and stdout on /dev/null and stderr appended to a log
+    the user can read; the (pid, start time) it returns identify it for process_alive and
+    stop_process. ``wait_ready`` waits until ``ready()``, or says why it never will be."""
+
+    name = ""  # the program, for messages
+    start_timeout = 10.0
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = ""
+        self._started = 0.0
+
+    def is_supported(self) -> bool:
+        raise NotImplementedError
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        """The daemon's environment (None: wgns's own)."""
+        return None
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, ns: str | None, log_path: str) -> tuple[int, int | None]:
+        """Start the daemon in NS (None: the calling thread's namespace), its stderr appended to
+        LOG_PATH; return its pid and start time at once (see wait_ready)."""
+        os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+        argv = self.argv()
+        with open(log_path, "ab") as log, netns.entered(ns):
+            try:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env=self.env(),
+                    start_new_session=True,
+                )
+            except FileNotFoundError:
+                raise WgnsError(
+                    f"{argv[0]} is not installed", hint="run scripts/install.sh"
+                ) from None
+        self._log = log_path
+        self._started = time.monotonic()
+        pid = self._proc.pid
+        return pid, proc_starttime(pid)
+
+    def wait_ready(self) -> None:
+        """Until ready(); a WgnsError with the log's last line if the daemon exits first."""
+        proc = self._proc
+        if proc is None:
+            raise WgnsError(f"{self.name} was not started")
+        deadline = self._started + self.start_timeout
+        while not self.ready():
+            status = proc.poll()
+            if status is not None:
+                # its last words: the log goes with the rollback that follows
+                raise WgnsError(f"{self.name} exited with status {status}: {last_line(self._log)}")
+            if time.monotonic() > deadline:
+                raise WgnsError(
+                    f"{self.name} did not start in {self.start_timeout:g}s",
+                    hint=f"its log: {self._log}",
+                )
+            # daemons usually answer within a few ms, and a ready() check costs microseconds:
+            # back off only when it is slow
+            slow = time.monotonic() - self._started > 0.25
+            time.sleep(0.02 if slow else 0.0005)

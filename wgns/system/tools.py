@@ -7,6 +7,7 @@ not installed is a WgnsError that says so.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Mapping, Sequence
 
@@ -61,11 +62,12 @@ def start(
             raise WgnsError(f"{argv[0]} is not installed", hint="run scripts/install.sh") from e
     pending = input
     if input is not None and proc.stdin is not None and len(input.encode()) <= _PIPE_CAPACITY:
-        try:  # fits the empty pipe: never blocks
-            proc.stdin.write(input)
-            proc.stdin.flush()
-        except BrokenPipeError:  # the tool exited without reading it: wait() reports it
-            pass
+        # fits the empty pipe, so this never blocks; closed, so the tool sees its end now
+        stdin, proc.stdin = proc.stdin, None
+        with contextlib.suppress(BrokenPipeError):  # exited without reading: wait() says why
+            stdin.write(input)
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
         pending = None
     return Running(proc, pending)
 

@@ -7,20 +7,15 @@ KIND_MODULES, so that a journal that names them can be read.
 
 from wgns.engine.ops.base import KIND_MODULES, Context, Op
 from wgns.engine.ops.hook import RunHook
-from wgns.engine.ops.link import (
-    ConfigureLink,
-    LinkUp,
-    MoveLink,
-    del_link,
-    ip_batch,
-    link_exists,
-    open_netlink,
-)
+from wgns.engine.ops.link import ConfigureLink, LinkUp, MoveLink, ip_batch
 from wgns.engine.ops.netns import AddNetns, WriteNetnsFiles
 from wgns.engine.ops.nft import NftTable
 from wgns.engine.ops.wireguard import ConfigureWireguard, CreateWireguard
 
 # Moved to wgns.system: re-exported until every importer uses those modules
+from wgns.system.links import connect as open_netlink
+from wgns.system.links import delete_link as del_link
+from wgns.system.links import link_exists
 from wgns.system.processes import proc_starttime, process_alive, stop_process
 from wgns.system.tools import checked, run, start
 

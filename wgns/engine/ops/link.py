@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,7 +9,7 @@ from typing import Any
 
 from wgns.engine.ops.base import Context, Op
 from wgns.errors import WgnsError
-from wgns.system import netns, rtnl
+from wgns.system import links, netns
 from wgns.system.tools import run
 
 # What `ip` says when the thing it was asked to delete is not there
@@ -39,40 +38,6 @@ def ip_batch(lines: Sequence[str], *, ns: str | None = None) -> None:
         raise WgnsError(f"ip failed{' in namespace ' + ns if ns else ''}: {proc.stderr.strip()}")
 
 
-def del_link(ifname: str, *, ns: str | None) -> bool:
-    """Delete IFNAME in NS (None: the current namespace). False when it was not there."""
-    if ns is not None and not netns.exists(ns):
-        return False
-    argv = ["ip", "-n", ns, "link", "del", ifname] if ns else ["ip", "link", "del", ifname]
-    proc = run(argv, check=False)
-    if proc.returncode == 0:
-        return True
-    if gone(proc.stderr):
-        return False
-    raise WgnsError(f"cannot delete {ifname}: {proc.stderr.strip()}")
-
-
-def link_exists(ifname: str, *, ns: str | None) -> bool:
-    """Without a process: if_nametoindex answers for the calling thread's namespace."""
-    if ns is not None and not netns.exists(ns):
-        return False
-    with netns.entered(ns):
-        try:
-            socket.if_nametoindex(ifname)
-        except OSError:
-            return False
-    return True
-
-
-def open_netlink(ns: str | None) -> rtnl.Rtnl:
-    """A netlink socket in NS (None: the current namespace), or a WgnsError saying why not."""
-    try:
-        return rtnl.Rtnl(ns)
-    except OSError as e:
-        where = f"namespace {ns}" if ns else "this namespace"
-        raise WgnsError(f"cannot open a netlink socket in {where}: {e.strerror or e}") from None
-
-
 def _netlink_message(e: BaseException) -> str:
     return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
@@ -98,7 +63,7 @@ class MoveLink(Op):
         # Moving a link costs the kernel an rcu_barrier() (~20 ms on the CI machine) during
         # which the caller only waits: a thread waits instead, while `up` goes on with what
         # cannot carry traffic (configuring the daemon, writing files). finish() joins it.
-        nl = open_netlink(self.source)
+        nl = links.connect(self.source)
 
         def move() -> None:
             try:
@@ -157,7 +122,7 @@ class ConfigureLink(Op):
         # rtnl's errors name the request ("RTNETLINK: add address A dev D: File exists"); the
         # namespace is what they lack
         try:
-            with open_netlink(self.ns) as nl:
+            with links.connect(self.ns) as nl:
                 if self.lo_up:
                     nl.set_link("lo", up=True)
                 for a in self.addresses:

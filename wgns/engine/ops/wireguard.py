@@ -1,19 +1,17 @@
-"""Ops on WireGuard devices: creating one (in its birthplace) and configuring it."""
+"""Ops on WireGuard devices: creating one (in its birthplace) and configuring it, through the
+backend object the journaled name stands for (wgns.wireguard.backends)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 
 from wgns.engine.ops.base import Context, Op
-from wgns.engine.ops.link import del_link, link_exists, open_netlink
 from wgns.errors import WgnsError
 from wgns.profile.model import Interface
-from wgns.system.processes import stop_process
-from wgns.system.tools import run
+from wgns.system.processes import Supervised
 from wgns.wireguard import backends
-from wgns.wireguard.uapi import WIREGUARD_RUN_DIR, uapi_socket
+from wgns.wireguard.uapi import WIREGUARD_RUN_DIR
 
 
 @dataclass(kw_only=True)
@@ -23,85 +21,62 @@ class CreateWireguard(Op):
     beside_background = True  # no address, route or link state that could carry traffic
     kind = "wg_create"
     ifname: str
-    backend: str  # a backend's name (wgns.wireguard.backends)
+    backend: str  # a backend's name: wgns.wireguard.backends.get(backend)
     birthplace: str | None
     target: str
-    _starting: backends.Starting | None = field(
+    _daemon: Supervised | None = field(
         default=None, init=False, repr=False, compare=False, metadata={"journal": False}
     )
 
     def describe(self) -> str:
-        where = f" in {self.birthplace}" if self.birthplace else ""
-        if self.backend == "kernel":
-            return f"ip link add {self.ifname} netns {self.target} type wireguard{where}"
-        return f"wireguard-go -f {self.ifname}{where}"
+        return backends.get(self.backend).describe_create(self.ifname, self.birthplace, self.target)
 
     def prepare(self, ctx: Context) -> None:
+        # Refused before it is journaled: undoing it would remove what holds the name, which
+        # this run did not make (a record deleted by hand, a device made by someone else)
+        holder = backends.get(self.backend).in_use(
+            self.ifname, birthplace=self.birthplace, target=self.target
+        )
+        if holder is not None:
+            raise WgnsError(
+                f"cannot create {self.ifname}: {holder}, and this run did not make it",
+                hint=f"if it is left over from wgns, remove it by hand (`ip link del {self.ifname}`"
+                f" in that namespace) or stop its daemon, then run `wgns up` again",
+            )
         # Remove /run/wireguard on undo only if this op made it: an rmdir also detaches a
         # mount on it in other mount namespaces (Linux >= 3.18), e.g. another daemon's private one
         self.result["run_dir_created"] = not os.path.exists(WIREGUARD_RUN_DIR)
 
     def apply(self, ctx: Context) -> None:
-        if self.backend == "kernel":
-            # Born in the target namespace, but asked for from the birthplace: WireGuard keeps
-            # the namespace of the request (its creating_net) for its UDP socket. The same
-            # birthplace semantics as add-then-move, without the move's RCU grace periods.
-            with open_netlink(self.birthplace) as nl:
-                try:
-                    nl.add_link(self.ifname, "wireguard", ns=self.target)
-                except OSError as e:
-                    raise WgnsError(str(e.strerror or e)) from None
-        else:  # the executor goes on while the daemon starts; finish() waits for it
+        def note(pid: int, starttime: int | None) -> None:
+            self.result["pid"] = pid
+            self.result["starttime"] = starttime
+            ctx.checkpoint()  # journaled before it can be lost: `down` finds the daemon
 
-            def note(pid: int, starttime: int | None) -> None:
-                self.result["pid"] = pid
-                self.result["starttime"] = starttime
-                ctx.checkpoint()
-
-            self._starting = backends.start_userspace(self.ifname, self.birthplace, on_spawn=note)
+        # a daemon starts beside the next ops; finish() waits until it is ready
+        self._daemon = backends.get(self.backend).create(
+            self.ifname, birthplace=self.birthplace, target=self.target, on_spawn=note
+        )
 
     def finish(self, ctx: Context) -> None:
-        starting, self._starting = self._starting, None
-        if starting is not None:
-            starting.wait()
+        daemon, self._daemon = self._daemon, None
+        if daemon is not None:
+            daemon.wait_ready()
 
     def undo(self, ctx: Context) -> None:
-        if self.backend == "userspace":
-            pid = int(self.result.get("pid", 0))
-            if pid:
-                # The daemon closes its TUN on the way out, which removes the interface; that
-                # unregistering costs the kernel ~20 ms of RCU grace periods. When the TUN sits
-                # in a namespace this teardown deletes, nothing can use it any more once the
-                # daemon is SIGKILLed, and the kernel finishes both in the background: `down`
-                # need not wait. (Still in the birthplace, after a crash mid-`up`: wait, so
-                # that the name is free when this returns.)
-                doomed = self.target in ctx.doomed and not link_exists(
-                    self.ifname, ns=self.birthplace
-                )
-                stop_process(pid, self.result.get("starttime"), wait=not doomed)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(uapi_socket(self.ifname))
-            if self.result.get("run_dir_created", False):
-                with contextlib.suppress(OSError):
-                    os.rmdir(WIREGUARD_RUN_DIR)
-        errors = []
-        for where in (self.target, self.birthplace):
-            if where is not None and where in ctx.doomed:
-                continue  # destroyed with its namespace, which nothing else holds
-            try:
-                if link_exists(self.ifname, ns=where):
-                    del_link(self.ifname, ns=where)
-            except WgnsError as e:
-                errors.append(str(e))
-        if errors:
-            raise WgnsError("; ".join(errors))
+        backends.get(self.backend).remove(
+            self.ifname,
+            birthplace=self.birthplace,
+            target=self.target,
+            result=self.result,
+            doomed=ctx.doomed,
+        )
 
 
 @dataclass(kw_only=True)
 class ConfigureWireguard(Op):
-    """Keys and peers, never through argv: the UAPI socket for wireguard-go, `wg setconf` with
-    the config on stdin for the kernel. ``config`` (the resolved interface, keys included) is
-    given by the planner and never journaled."""
+    """Keys and peers, never through argv (the backend's configure). ``config`` (the resolved
+    interface, keys included) is given by the planner and never journaled."""
 
     beside_background = True  # no address, route or link state that could carry traffic
     kind = "wg_config"
@@ -112,21 +87,10 @@ class ConfigureWireguard(Op):
     config: Interface | None = field(default=None, repr=False, metadata={"journal": False})
 
     def describe(self) -> str:
-        how = "uapi set" if self.backend == "userspace" else "wg setconf"
-        return f"{how} {self.ifname} ({self.peers} peer(s), keys not shown)"
+        how = backends.get(self.backend).describe_configure(self.ifname)
+        return f"{how} ({self.peers} peer(s), keys not shown)"
 
     def apply(self, ctx: Context) -> None:
         if self.config is None:
             raise WgnsError(f"configuring {self.ifname} needs its interface (never journaled)")
-        if self.backend == "userspace":
-            from wgns.wireguard import wg
-
-            wg.uapi_set(uapi_socket(self.ifname), self.config)
-            return
-        from wgns.profile import config
-
-        run(
-            ["wg", "setconf", self.ifname, "/dev/stdin"],
-            input=config.wg_setconf_text(self.config),
-            ns=self.ns,
-        )
+        backends.get(self.backend).configure(self.ifname, self.config, self.ns)

@@ -15,7 +15,6 @@ from wgns.system.tools import run
 
 _NOT_LEAVING = frozenset({"unreachable", "blackhole", "prohibit", "throw"})
 _LO_TYPES = frozenset({"local", "broadcast", "multicast", "anycast"})
-_EXPECTED_KIND = {"userspace": "tun", "kernel": "wireguard"}
 
 
 def check_interfaces(f: Facts) -> Result:
@@ -31,7 +30,8 @@ def check_interfaces(f: Facts) -> Result:
     missing = [n for n in ["lo", *f.wg_ifnames] if n not in present]
     if missing:
         problems.append("missing: " + ", ".join(missing))
-    want_kind = _EXPECTED_KIND.get(f.rec.backend)
+    backend = health.backend_of(f.rec)
+    want_kind = backend.link_kind if backend is not None else None
     for n in f.wg_ifnames:
         link = present.get(n)
         if link is None:

@@ -13,6 +13,8 @@ from wgns.engine.ops import NftTable, WriteNetnsFiles
 from wgns.errors import WgnsError
 from wgns.features import killswitch
 from wgns.system import netns
+from wgns.wireguard import backends
+from wgns.wireguard.dump import DeviceState
 
 
 def ip_json(ns: str, args: Sequence[str]) -> list[dict[str, Any]]:
@@ -39,6 +41,15 @@ class Facts:
     @property
     def wg_ifnames(self) -> list[str]:
         return [str(i["ifname"]) for i in self.rec.interfaces]
+
+    def read_device(self, ifname: str) -> DeviceState | None:
+        """The WireGuard device IFNAME of the namespace, read by the recorded backend (None:
+        gone, or a backend this wgns does not know)."""
+        try:
+            backend = backends.get(self.rec.backend)
+        except WgnsError:
+            return None
+        return backend.read(ifname, self.ns)
 
     @property
     def veths(self) -> list[str]:

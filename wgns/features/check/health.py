@@ -15,7 +15,7 @@ from wgns.engine.ops import CreateWireguard
 from wgns.errors import WgnsError
 from wgns.features.check.facts import ip_json
 from wgns.system import netns
-from wgns.system.processes import process_alive
+from wgns.wireguard import backends
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,26 @@ class Daemon:
     alive: bool
 
 
+def backend_of(rec: state.Record) -> backends.WireguardBackend | None:
+    """The backend REC names; None for a name this wgns does not know (a hand-made record)."""
+    try:
+        return backends.get(rec.backend)
+    except WgnsError:
+        return None
+
+
 def daemons(rec: state.Record) -> dict[str, Daemon]:
-    """ifname -> the daemon journaled for it: a backend that runs one (wireguard-go) records its
-    pid and start time in the op's result; a kernel interface has none."""
+    """ifname -> the daemon journaled for it, for backends that run one (wireguard-go: its pid
+    and start time are in the create op's result); a kernel interface has none."""
     found = {}
     for op in rec.find(CreateWireguard):
-        if "pid" in op.result:
-            pid = int(op.result["pid"])
-            alive = pid > 0 and process_alive(pid, op.result.get("starttime"))
-            found[op.ifname] = Daemon(op.ifname, pid, alive)
+        try:
+            backend = backends.get(op.backend)
+        except WgnsError:
+            continue
+        if backend.runs_daemon:
+            pid = int(op.result.get("pid", 0))
+            found[op.ifname] = Daemon(op.ifname, pid, backend.alive(op.result))
     return found
 
 

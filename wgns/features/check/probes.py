@@ -21,7 +21,6 @@ from wgns.errors import WgnsError
 from wgns.features.check.facts import Facts, ip_json, journal_files, route_devs, route_text
 from wgns.features.check.result import Result, verdict
 from wgns.system import netns
-from wgns.wireguard import wg
 
 REJECT_AFTER_TIME = 180  # seconds: WireGuard does not use a session older than this
 _FETCH = (
@@ -45,10 +44,10 @@ def _route_get(ns: str, addr: str) -> str | None:
     return str(data[0].get("dev")) if data and data[0].get("dev") else None
 
 
-def _tunnel_bytes(ns: str, ifnames: Sequence[str]) -> tuple[int, int]:
+def _tunnel_bytes(f: Facts) -> tuple[int, int]:
     tx = rx = 0
-    for n in ifnames:
-        dev = wg.show(n, ns=ns)
+    for n in f.wg_ifnames:
+        dev = f.read_device(n)
         if dev is None:
             continue
         for p in dev.peers:
@@ -146,7 +145,7 @@ def check_dns(f: Facts, timeout: float) -> Result:
         )
     notes = []
     ok = True
-    tx0, rx0 = _tunnel_bytes(f.ns, f.wg_ifnames)
+    tx0, rx0 = _tunnel_bytes(f)
     for server in have[:3]:
         dev = _route_get(f.ns, server)
         if dev not in f.wg_ifnames:
@@ -162,7 +161,7 @@ def check_dns(f: Facts, timeout: float) -> Result:
             notes.append(f"{server} via {dev}: {rcode}")
         else:
             notes.append(f"{server} via {dev} answered {rcode} in {took * 1000:.0f} ms")
-    tx1, rx1 = _tunnel_bytes(f.ns, f.wg_ifnames)
+    tx1, rx1 = _tunnel_bytes(f)
     moved = f"tunnel counters tx +{tx1 - tx0} B, rx +{rx1 - rx0} B"
     if ok and (tx1 <= tx0 or rx1 <= rx0):
         ok = False
@@ -209,7 +208,7 @@ def check_handshake(f: Facts, timeout: float) -> Result:
         stale: list[tuple[str, list[str]]] = []
         missing = []
         for n in f.wg_ifnames:
-            dev = wg.show(n, ns=f.ns)
+            dev = f.read_device(n)
             if dev is None:
                 missing.append(n)
                 continue
