@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wgns.profile.model import Backend
 from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim.provider import build_provider
 from wgns.wireguard import backends
@@ -74,7 +75,7 @@ def main() -> int:
     sb = Sandbox.enter_self()
     provider = build_provider(sb)
     try:
-        chosen = backends.select(backends.Backend.AUTO)
+        chosen = backends.select(Backend.AUTO)
         WORK.mkdir(mode=0o700, exist_ok=True)
         wgns = wgns_argv()
 

@@ -13,10 +13,9 @@ from wgns.features import killswitch
 from wgns.lifecycle import probe
 from wgns.lifecycle.plan import Facts, down_hooks, plan_up
 from wgns.profile import load as profile_load
-from wgns.profile import wgconf
 from wgns.profile.model import Profile
 from wgns.system import names, netns
-from wgns.wireguard import backends
+from wgns.wireguard import backends, setconf
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -195,7 +194,7 @@ def _reload(profile: Profile, rec: state.Record) -> None:
         log.debug("[#] wg syncconf %s /dev/stdin", entry["ifname"])
         run(
             ["wg", "syncconf", entry["ifname"], "/dev/stdin"],
-            input=wgconf.wg_setconf_text(resolved),
+            input=setconf.setconf_text(resolved),
             ns=where,
         )
 
