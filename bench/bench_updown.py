@@ -33,13 +33,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wgns.profile.model import Backend
+from wgns.testing.sandbox import Sandbox
+from wgns.testing.sim.provider import build_provider
+from wgns.wireguard import backends
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from wgns.testing.sandbox import Sandbox  # noqa: E402
-from wgns.testing.sim.provider import build_provider  # noqa: E402
-from wgns.wireguard import backends  # noqa: E402
-
 WORK = Path("/run/wgns-bench")  # inside the sandbox's private /run
 BUDGET = 1.2
 
@@ -105,7 +106,7 @@ def main() -> int:
     sb = Sandbox.enter_self()
     provider = build_provider(sb)
     try:
-        chosen = backends.select(backends.Backend.AUTO)
+        chosen = backends.select(Backend.AUTO)
         kind = chosen.name
         WORK.mkdir(mode=0o700, exist_ok=True)
         launcher = WORK / "wgns"

@@ -1,29 +1,8 @@
-"""wgns.errors: the user-facing error type, and suppress() until its last users outside the exec
-path take contextlib.suppress (the exec path has wgns.system.startup.suppress)."""
+"""wgns.errors: the user-facing error type."""
 
 from __future__ import annotations
 
-import pytest
-
-from wgns.errors import ConfigError, DamagedRecord, WgnsError, suppress
-
-
-def test_suppress_swallows_listed_exceptions_and_their_subclasses() -> None:
-    reached = []
-    with suppress(OSError):
-        raise FileNotFoundError("gone")
-    with suppress(KeyError, OSError):
-        raise KeyError("k")
-    with suppress(OSError):
-        reached.append("body ran")
-    assert reached == ["body ran"]
-
-
-def test_suppress_lets_other_exceptions_through() -> None:
-    with pytest.raises(ValueError), suppress(OSError):
-        raise ValueError("not an OSError")
-    with pytest.raises(KeyboardInterrupt), suppress(Exception):
-        raise KeyboardInterrupt
+from wgns.errors import ConfigError, DamagedRecord, WgnsError
 
 
 def test_config_error_names_file_line_and_key() -> None:

@@ -78,21 +78,6 @@ class DamagedRecord(WgnsError):
         self.path = path
 
 
-class suppress:  # lower case: a drop-in for contextlib.suppress
-    """contextlib.suppress without importing contextlib. Going: the exec path has its own in
-    wgns.system.startup, and the modules that still import this one (engine.state, engine.ops,
-    system.spawn) take contextlib.suppress as they are rewritten; then delete it."""
-
-    def __init__(self, *exceptions: type[BaseException]) -> None:
-        self.exceptions = exceptions
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> bool:
-        return exc_type is not None and issubclass(exc_type, self.exceptions)
-
-
 def report(e: WgnsError, *, debug: bool) -> int:
     """Show E at the edge as one line (with the traceback under --debug); its exit code."""
     import sys

@@ -7,6 +7,7 @@ for `wgns forward`; the servers behind it are small Python programs inside that 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -289,3 +290,50 @@ def test_backoff_is_bounded() -> None:
     delays = [supervise.backoff(n) for n in range(1, 12)]
     assert delays[:3] == [0.1, 0.2, 0.4]
     assert max(delays) == supervise.MAX_DELAY and delays == sorted(delays)
+
+
+AS_SUPERVISED = r"""
+import ipaddress, json, socket
+from wgns.errors import WgnsError
+from wgns.features.forward.ops import Relay
+from wgns.profile.model import Forward, ForwardMode, Proto
+from wgns.system import processes
+
+def forward(port):
+    return Forward(host_port=port, ns_port=7002, proto=Proto.TCP, mode=ForwardMode.RELAY,
+                   sources=(ipaddress.ip_network("127.0.0.0/8"),))
+
+out = {}
+relay = Relay("inner", forward(17040))
+pid, starttime = relay.start(None, "/run/rs/relay-17040.log")
+relay.wait_ready()
+out["alive"] = processes.process_alive(pid, starttime)
+c = socket.create_connection(("127.0.0.1", 17040), timeout=3)
+c.sendall(b"ping"); out["echo"] = c.recv(10).decode(); c.close()
+out["stopped"] = processes.stop_process(pid, starttime)
+out["alive_after"] = processes.process_alive(pid, starttime)
+
+taken = socket.socket(); taken.bind(("127.0.0.1", 17041)); taken.listen()
+refused = Relay("inner", forward(17041))
+pid, starttime = refused.start(None, "/run/rs/relay-17041.log")
+try:
+    refused.wait_ready()
+except WgnsError as e:
+    out["refused"] = str(e)
+processes.stop_process(pid, starttime)
+out["refused_alive"] = processes.process_alive(pid, starttime)
+print(json.dumps(out))
+"""
+
+
+def test_the_relay_runs_as_a_supervised_daemon_and_says_why_it_cannot(sandbox: Sandbox) -> None:
+    """wgns starts a forward's relay through wgns.system.processes.Supervised: ready once it
+    listens; a port it cannot bind is a WgnsError in the relay's own words, not an exit status."""
+    servers = setup(sandbox)
+    out = json.loads(sandbox.python(AS_SUPERVISED).stdout)
+    assert out["alive"] and out["echo"] == "ping"
+    assert out["stopped"] and not out["alive_after"]
+    assert "tcp port 17041 is in use on the host (127.0.0.1:17041)" in out["refused"]
+    assert "exited with status" not in out["refused"]
+    assert not out["refused_alive"]
+    stop(servers)

@@ -30,7 +30,8 @@ from wgns.profile.model import (
     Secret,
 )
 from wgns.profile.toml import parse_toml
-from wgns.profile.wgconf import strip_conf, wg_setconf_text
+from wgns.profile.wgconf import strip_conf
+from wgns.wireguard.setconf import setconf_text as wg_setconf_text
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("*.conf"))

@@ -7,8 +7,8 @@ import base64
 from ipaddress import ip_network
 
 from wgns.profile.model import Endpoint, Interface, Peer, Secret
-from wgns.profile.wgconf import wg_setconf_text as setconf_text
 from wgns.wireguard import dump, uapi
+from wgns.wireguard.setconf import setconf_text
 
 PRIV = "YDw4916Jl80PEEcRL378XR/Ze6WtldDnATf7kaBvQGE="
 PUB = "qMYq+I30blCSB24UgVepCoTiu2ChJNyPkTxk6YKCcRE="

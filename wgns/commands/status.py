@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from wgns.engine import state
-from wgns.engine.ops import process_alive
 from wgns.errors import WgnsError
+from wgns.features.check import health
+from wgns.features.forward import runtime as forward
 from wgns.system import netns
-from wgns.wireguard import dump
 
 FORMAT = 1
 
@@ -67,21 +67,15 @@ def describe(ns: str) -> dict[str, Any]:
     if rec is None:
         raise WgnsError(f"{ns} is not managed by wgns", hint="see `wgns status` for the list")
     links = _addresses(ns)
-    daemons = {
-        e["ifname"]: e.get("result", {})
-        for e in rec.journal
-        if e.get("kind") == "wg_create" and e.get("backend") == "userspace"
-    }
+    daemons = health.daemons(rec)
+    backend = health.backend_of(rec)
     interfaces = []
     for entry in rec.interfaces:
         ifname = entry["ifname"]
-        dev = dump.show(ifname, ns=ns if netns.exists(ns) else None)
+        dev = backend.read(ifname, ns if netns.exists(ns) else None) if backend else None
         link = links.get(ifname)
-        daemon = None
-        if ifname in daemons:
-            pid = int(daemons[ifname].get("pid", 0))
-            alive = process_alive(pid, daemons[ifname].get("starttime"))
-            daemon = {"pid": pid, "alive": alive}
+        d = daemons.get(ifname)
+        daemon = None if d is None else {"pid": d.pid, "alive": d.alive}
         interfaces.append(
             {
                 "label": entry["label"],
@@ -109,15 +103,12 @@ def describe(ns: str) -> dict[str, Any]:
             }
         )
     pids = netns.pids_inside(ns)
-    forwards: list[dict[str, Any]] = []
-    if any(str(e.get("kind", "")).startswith("forward_") for e in rec.journal):
-        # only namespaces with forwards pay for its import
-        from wgns.features.forward import runtime as forward
-
-        forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
+    forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
+    broken = health.problems(rec, {n: link["up"] for n, link in links.items()})
     return {
         "name": ns,
         "phase": rec.phase,
+        "broken": broken,
         "owner": "wgns" if rec.created_ns else "pre-existing",
         "exists": netns.exists(ns),
         "backend": rec.backend,
@@ -148,8 +139,10 @@ def _size(n: int) -> str:
 
 
 def render(ns: dict[str, Any]) -> str:
+    broken = ns.get("broken") or []
+    shown_phase = f"BROKEN (recorded {ns['phase']})" if broken else ns["phase"]
     lines = [
-        f"namespace {ns['name']}: {ns['phase']}"
+        f"namespace {ns['name']}: {shown_phase}"
         + ("" if ns["exists"] else " (namespace missing!)")
         + f", {ns['backend']}, kill switch {'on' if ns['kill_switch'] else 'OFF'}, "
         f"IPv6 {ns['ipv6']}",
@@ -157,6 +150,9 @@ def render(ns: dict[str, Any]) -> str:
         + ("created by wgns" if ns["owner"] == "wgns" else "pre-existing (left in place by down)")
         + (f", birthplace {ns['birthplace']}" if ns["birthplace"] else ""),
     ]
+    lines += [f"  broken: {why}" for why in broken]
+    if broken:
+        lines.append(f"  fix: {health.fix_hint(ns['name'])}")
     for i in ns["interfaces"]:
         state_txt = "up" if i["up"] else ("down" if i["present"] else "MISSING")
         lines.append(

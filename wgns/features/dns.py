@@ -1,7 +1,7 @@
 """What a confined namespace sees as /etc/resolv.conf, /etc/hosts and /etc/nsswitch.conf.
 
 `wgns up` writes these to /etc/netns/NS/ and `wgns exec` binds them over /etc (see
-wgns/execns.py). The contents are computed here, from data only:
+wgns/system/execview.py). The contents are computed here, from data only:
 
 - ``resolv.conf``: the tunnel's DNS servers and search domains, nothing of the host's. With no DNS
   server in the profile it names 127.0.0.1, the namespace's *own* loopback, so that lookups fail
@@ -22,12 +22,9 @@ from __future__ import annotations
 import enum
 import os
 import re
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import Literal
+from typing import Literal
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgns import log
 from wgns.engine.ops import Context, NftTable, Op, RunHook, ip_batch, link_exists
 from wgns.errors import WgnsError
-from wgns.profile.model import Interface
 from wgns.system import netns
 from wgns.system.tools import run
+
+if TYPE_CHECKING:  # the profile model is `up`'s: `down` reads journals without it
+    from wgns.profile.model import Interface
 
 PRE_DOWN = "pre-down"
 POST_DOWN = "post-down"

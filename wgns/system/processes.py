@@ -132,13 +132,16 @@ def last_line(path: str) -> str:
 
 
 class Supervised:
-    """A daemon wgns starts and watches (wireguard-go; next the relay, dhcpcd, wpa_supplicant).
+    """A daemon wgns starts and watches (wireguard-go, a forward's relay; next dhcpcd,
+    wpa_supplicant).
 
-    A subclass says what to run (``argv``, ``env``), whether it can (``is_supported``) and when
-    it is ready (``ready``). ``start`` runs it in a namespace, in its own session (it outlives
-    the wgns that started it), with stdin and stdout on /dev/null and stderr appended to a log
-    the user can read; the (pid, start time) it returns identify it for process_alive and
-    stop_process. ``wait_ready`` waits until ``ready()``, or says why it never will be."""
+    A subclass says what to run (``argv``, ``env``, ``pass_fds``), whether it can
+    (``is_supported``) and when it is ready (``ready``: False while not yet, or a WgnsError with
+    the daemon's own reason when it never will be). ``start`` runs it in a namespace, in its
+    own session (it outlives the wgns that started it), with stdin and stdout on /dev/null and
+    stderr appended to a log the user can read; the (pid, start time) it returns identify it
+    for process_alive and stop_process. ``wait_ready`` waits until ``ready()``, or says why it
+    never will be."""
 
     name = ""  # the program, for messages
     start_timeout = 10.0
@@ -161,6 +164,10 @@ class Supervised:
     def ready(self) -> bool:
         raise NotImplementedError
 
+    def pass_fds(self) -> tuple[int, ...]:
+        """Descriptors the daemon inherits (beside stdin, stdout and stderr)."""
+        return ()
+
     def start(self, ns: str | None, log_path: str) -> tuple[int, int | None]:
         """Start the daemon in NS (None: the calling thread's namespace), its stderr appended to
         LOG_PATH; return its pid and start time at once (see wait_ready)."""
@@ -175,6 +182,7 @@ class Supervised:
                     stderr=log,
                     env=self.env(),
                     start_new_session=True,
+                    pass_fds=self.pass_fds(),
                 )
             except FileNotFoundError:
                 raise WgnsError(
@@ -194,6 +202,9 @@ class Supervised:
         while not self.ready():
             status = proc.poll()
             if status is not None:
+                # a daemon that says why it cannot start (a ready() that raises) may have said
+                # so just before it exited: its own words first
+                self.ready()
                 # its last words: the log goes with the rollback that follows
                 raise WgnsError(f"{self.name} exited with status {status}: {last_line(self._log)}")
             if time.monotonic() > deadline:

@@ -19,175 +19,78 @@ Built on the C modules ``_socket`` and ``_struct``: ``socket`` imports enum and 
 from __future__ import annotations
 
 import _socket
-import _struct
 import errno
 import os
 
-# linux/netlink.h
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x01
-NLM_F_ACK = 0x04
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-NLM_F_REPLACE = 0x100
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLM_F_CAPPED = 0x100  # in an NLMSG_ERROR: only the header of the request is echoed
-NLM_F_ACK_TLVS = 0x200  # in an NLMSG_ERROR: extended-ACK attributes follow
-NLMSGERR_ATTR_MSG = 1
-SOL_NETLINK = 270  # not in Python's _socket
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-
-# linux/rtnetlink.h
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTM_NEWADDR = 20
-RTM_NEWROUTE = 24
-RTM_GETROUTE = 26
-RTA_DST = 1
-RTA_OIF = 4
-RTA_METRICS = 8
-RTA_MULTIPATH = 9
-RTA_TABLE = 15
-RTAX_MTU = 2
-RT_TABLE_UNSPEC = 0
-RT_TABLE_MAIN = 254
-RTPROT_BOOT = 3
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-RTN_UNICAST = 1
-RTM_F_CLONED = 0x200
-RTM_F_LOOKUP_TABLE = 0x1000
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-
-# linux/if_link.h, linux/if.h, linux/if_addr.h
-IFLA_IFNAME = 3
-IFLA_MTU = 4
-IFLA_LINKINFO = 18
-IFLA_INFO_KIND = 1  # inside IFLA_LINKINFO
-IFLA_NET_NS_FD = 28
-IFLA_EXT_MASK = 29
-IFF_UP = 0x1
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-IFNAMSIZ = 16
-
-AF_UNSPEC = 0
-AF_INET = _socket.AF_INET
-AF_INET6 = _socket.AF_INET6
-
-_NLMSGHDR = _struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_IFINFOMSG = _struct.Struct("=BxHiII")  # family, type, index, flags, change
-_IFADDRMSG = _struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-_RTMSG = _struct.Struct("=BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type, flags
-_RTNEXTHOP = _struct.Struct("=HBBi")  # len, flags, hops, ifindex
-_RTATTR = _struct.Struct("=HH")  # len, type
-_U32 = _struct.Struct("=I")
-_I32 = _struct.Struct("=i")
-_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+from wgns.system.rtnlmsg import (
+    AF_INET,
+    AF_INET6,
+    AF_UNSPEC,
+    I32,
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFADDRMSG,
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_EXT_MASK,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    NETLINK_CAP_ACK,
+    NETLINK_EXT_ACK,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_NOOP,
+    NLMSGHDR,
+    RT_SCOPE_HOST,
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    RT_TABLE_UNSPEC,
+    RTA_DST,
+    RTA_OIF,
+    RTA_TABLE,
+    RTEXT_FILTER_SKIP_STATS,
+    RTM_DELLINK,
+    RTM_F_CLONED,
+    RTM_F_LOOKUP_TABLE,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTMSG,
+    RTN_UNICAST,
+    RTPROT_BOOT,
+    SOL_NETLINK,
+    ack_detail,
+    attr,
+    check_u32,
+    cstr,
+    encode_ifname,
+    parse_address,
+    parse_attrs,
+    read_u32,
+    route_mtu,
+    route_oif,
+    rtnl_error,
+    u32_attr,
+)
 
 # The kernel sends a dump in datagrams of at most 32 KiB unless one message needs more; a
 # bigger datagram is measured with MSG_PEEK|MSG_TRUNC first, as iproute2 does, so none is cut.
 _BUFSIZE = 64 * 1024
 _PEEK = bytearray(1)  # not 0 bytes: Python's recv_into() returns 0 for those without a recv()
 _DUMP_ATTEMPTS = 5
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    n = 4 + len(data)
-    return _RTATTR.pack(n, kind) + data + bytes(-n % 4)
-
-
-def _u32_attr(kind: int, value: int) -> bytes:
-    return _attr(kind, _U32.pack(value))
-
-
-def _attrs(msg: bytes, start: int) -> dict[int, bytes]:
-    """The attributes of MSG from offset START (the last one wins for a repeated type)."""
-    found: dict[int, bytes] = {}
-    end = len(msg)
-    while start + 4 <= end:
-        n, kind = _RTATTR.unpack_from(msg, start)
-        if n < 4 or start + n > end:
-            break
-        found[kind & _NLA_TYPE_MASK] = msg[start + 4 : start + n]
-        start += (n + 3) & ~3
-    return found
-
-
-def _cstr(data: bytes) -> str:
-    return os.fsdecode(data.split(b"\0", 1)[0])
-
-
-def _u32(data: bytes | None) -> int | None:
-    return None if data is None or len(data) < 4 else int(_U32.unpack_from(data)[0])
-
-
-def _ifname(name: str) -> bytes:
-    raw = os.fsencode(name)
-    if not 0 < len(raw) < IFNAMSIZ or b"\0" in raw:
-        raise ValueError(f"invalid interface name {name!r}")
-    return raw + b"\0"
-
-
-def _parse(text: str, what: str) -> tuple[int, bytes, int]:
-    """ADDR[/PLEN] as (family, address bytes, prefix length); a missing PLEN is a host's."""
-    addr, slash, plen = text.partition("/")
-    family = AF_INET6 if ":" in addr else AF_INET
-    try:
-        raw = _socket.inet_pton(family, addr)
-    except (OSError, ValueError):  # ValueError: an embedded NUL, or not ASCII
-        raise ValueError(f"invalid {what} {text!r}") from None
-    bits = 8 * len(raw)
-    if not slash:
-        return family, raw, bits
-    if not (plen.isascii() and plen.isdigit() and int(plen) <= bits):
-        raise ValueError(f"invalid {what} {text!r}")
-    return family, raw, int(plen)
-
-
-def _check_u32(name: str, value: int) -> int:
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise ValueError(f"{name} {value} out of range")
-    return value
-
-
-def _error(err: int, what: str, detail: str = "") -> OSError:
-    # OSError picks the subclass from the number: EEXIST gives a FileExistsError, and so on
-    message = f"RTNETLINK: {what}: {os.strerror(err)}"
-    if detail:
-        message += f" ({detail})"
-    return OSError(err, message)
-
-
-def _ack_detail(msg: bytes, flags: int) -> str:
-    """The kernel's extended-ACK message in an NLMSG_ERROR (e.g. "Invalid prefix ...")."""
-    if not flags & NLM_F_ACK_TLVS or len(msg) < 36:
-        return ""
-    echoed = 16 if flags & NLM_F_CAPPED else _U32.unpack_from(msg, 20)[0]
-    start = 20 + ((echoed + 3) & ~3)
-    text = _attrs(msg, start).get(NLMSGERR_ATTR_MSG)
-    return _cstr(text) if text else ""
-
-
-def _route_oif(attrs: dict[int, bytes]) -> int | None:
-    """The route's output interface; for a multipath route its first hop's, which is the
-    `dev` that wg-quick's pattern finds first in `ip route` output."""
-    oif = _u32(attrs.get(RTA_OIF))
-    hops = attrs.get(RTA_MULTIPATH)
-    if oif is None and hops is not None and len(hops) >= _RTNEXTHOP.size:
-        oif = int(_RTNEXTHOP.unpack_from(hops)[3])
-    return oif
-
-
-def _route_mtu(attrs: dict[int, bytes]) -> int | None:
-    metrics = attrs.get(RTA_METRICS)
-    return None if metrics is None else _u32(_attrs(metrics, 0).get(RTAX_MTU))
 
 
 def _open_socket() -> _socket.socket:
@@ -253,14 +156,14 @@ class Rtnl:
         fd = _open_netns(ns)
         try:
             self._link(
-                RTM_NEWLINK, ifname, _u32_attr(IFLA_NET_NS_FD, fd), f"set dev {ifname} netns {ns}"
+                RTM_NEWLINK, ifname, u32_attr(IFLA_NET_NS_FD, fd), f"set dev {ifname} netns {ns}"
             )
         finally:
             os.close(fd)
 
     def add_address(self, ifname: str, address: str) -> None:
         """`ip address add ADDRESS dev IFNAME` (ADDRESS as "198.19.0.2/32", "2001:db8::2/128")."""
-        family, raw, plen = _parse(address, "address")
+        family, raw, plen = parse_address(address, "address")
         what = f"add address {address} dev {ifname}"
         index = self._index(ifname, what)
         # iproute2's default_scope(): host for 127/8, universe for everything else
@@ -268,9 +171,9 @@ class Rtnl:
         # with no `peer`, iproute2 sends the address as IFA_ADDRESS too (the kernel would copy
         # it anyway); sent the same way so that nothing depends on that copy
         body = (
-            _IFADDRMSG.pack(family, plen, 0, scope, index)
-            + _attr(IFA_LOCAL, raw)
-            + _attr(IFA_ADDRESS, raw)
+            IFADDRMSG.pack(family, plen, 0, scope, index)
+            + attr(IFA_LOCAL, raw)
+            + attr(IFA_ADDRESS, raw)
         )
         self._request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, what)
 
@@ -279,7 +182,7 @@ class Rtnl:
         what = f"set dev {ifname}"
         attrs = b""
         if mtu is not None:
-            attrs = _u32_attr(IFLA_MTU, _check_u32("mtu", mtu))
+            attrs = u32_attr(IFLA_MTU, check_u32("mtu", mtu))
             what += f" mtu {mtu}"
         flags = change = 0
         if up is not None:
@@ -290,16 +193,16 @@ class Rtnl:
 
     def replace_route(self, prefix: str, ifname: str, *, table: int | None = None) -> None:
         """`ip route replace PREFIX dev IFNAME [table TABLE]` (None: the main table)."""
-        family, raw, plen = _parse(prefix, "prefix")
+        family, raw, plen = parse_address(prefix, "prefix")
         what = f"replace route {prefix} dev {ifname}"
         if table is not None:
             what += f" table {table}"
-        tid = RT_TABLE_MAIN if table is None else _check_u32("table", table)
+        tid = RT_TABLE_MAIN if table is None else check_u32("table", table)
         index = self._index(ifname, what)
         # iproute_modify() without a gateway: link scope for IPv4, universe for IPv6 (whose
         # routes have no scope); the table id in the header while it fits a byte
         scope = RT_SCOPE_UNIVERSE if family == AF_INET6 else RT_SCOPE_LINK
-        body = _RTMSG.pack(
+        body = RTMSG.pack(
             family,
             plen,
             0,
@@ -310,10 +213,10 @@ class Rtnl:
             RTN_UNICAST,
             0,
         )
-        body += _attr(RTA_DST, raw)  # also for /0, as iproute2 does for a written-out prefix
+        body += attr(RTA_DST, raw)  # also for /0, as iproute2 does for a written-out prefix
         if tid >= 256:
-            body += _u32_attr(RTA_TABLE, tid)
-        body += _u32_attr(RTA_OIF, index)
+            body += u32_attr(RTA_TABLE, tid)
+        body += u32_attr(RTA_OIF, index)
         self._request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, what)
 
     def add_link(self, ifname: str, kind: str, *, ns: str | None = None) -> None:
@@ -322,14 +225,14 @@ class Rtnl:
         namespace: a WireGuard device keeps its UDP socket in it (the birthplace)."""
         if not kind or not kind.isascii() or not kind.isprintable():
             raise ValueError(f"bad link type {kind!r}")
-        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _ifname(ifname))
+        body = IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_IFNAME, encode_ifname(ifname))
         # iproute2 sends the kind without its NUL, in a nest without NLA_F_NESTED
-        body += _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, kind.encode()))
+        body += attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, kind.encode()))
         what = f"add dev {ifname}{' netns ' + ns if ns else ''} type {kind}"
         fd = -1 if ns is None else _open_netns(ns)
         try:
             if fd >= 0:
-                body += _u32_attr(IFLA_NET_NS_FD, fd)
+                body += u32_attr(IFLA_NET_NS_FD, fd)
             self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, what)
         finally:
             if fd >= 0:
@@ -353,40 +256,40 @@ class Rtnl:
 
     def link_mtus(self) -> dict[str, int]:
         """Every link's MTU, by name (`ip link show`)."""
-        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0)
-        body += _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        body = IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0)
+        body += u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
         mtus: dict[str, int] = {}
         for msg in self._dump(RTM_GETLINK, body, "list links"):
-            attrs = _attrs(msg, 16 + _IFINFOMSG.size)
+            attrs = parse_attrs(msg, 16 + IFINFOMSG.size)
             name = attrs.get(IFLA_IFNAME)
-            mtu = _u32(attrs.get(IFLA_MTU))
+            mtu = read_u32(attrs.get(IFLA_MTU))
             if name is not None and mtu is not None:
-                mtus[_cstr(name)] = mtu
+                mtus[cstr(name)] = mtu
         return mtus
 
     def route_get(self, address: str) -> tuple[str | None, int | None]:
         """`ip route get ADDRESS`: the outgoing link's name and the route's MTU metric (None
         where the route has none). An unroutable address raises OSError (ENETUNREACH, ...)."""
-        family, raw, plen = _parse(address, "address")
+        family, raw, plen = parse_address(address, "address")
         # RTM_F_LOOKUP_TABLE as iproute2 sends it: the reply names the table that matched
-        body = _RTMSG.pack(family, plen, 0, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE)
-        body += _attr(RTA_DST, raw)
+        body = RTMSG.pack(family, plen, 0, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE)
+        body += attr(RTA_DST, raw)
         for msg in self._request(RTM_GETROUTE, 0, body, f"route get {address}"):
-            attrs = _attrs(msg, 16 + _RTMSG.size)
-            return self._name(_route_oif(attrs)), _route_mtu(attrs)
+            attrs = parse_attrs(msg, 16 + RTMSG.size)
+            return self._name(route_oif(attrs)), route_mtu(attrs)
         return None, None
 
     def default_routes(self) -> list[tuple[str | None, int | None]]:
         """`ip route show default`: the IPv4 default routes of the main table, in the kernel's
         order, as (link name, MTU metric) pairs."""
-        body = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        body = RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         found: list[tuple[int | None, int | None]] = []
         for msg in self._dump(RTM_GETROUTE, body, "list routes"):
-            _family, dst_len, _src, _tos, table, _p, _s, _t, flags = _RTMSG.unpack_from(msg, 16)
-            attrs = _attrs(msg, 16 + _RTMSG.size)
-            table = _u32(attrs.get(RTA_TABLE)) or table
+            _family, dst_len, _src, _tos, table, _p, _s, _t, flags = RTMSG.unpack_from(msg, 16)
+            attrs = parse_attrs(msg, 16 + RTMSG.size)
+            table = read_u32(attrs.get(RTA_TABLE)) or table
             if dst_len == 0 and table == RT_TABLE_MAIN and not flags & RTM_F_CLONED:
-                found.append((_route_oif(attrs), _route_mtu(attrs)))
+                found.append((route_oif(attrs), route_mtu(attrs)))
         return [(self._name(oif), mtu) for oif, mtu in found]
 
     # ------------------------------------------------------------------ plumbing
@@ -396,21 +299,21 @@ class Rtnl:
     ) -> None:
         # Addressed by IFLA_IFNAME, not by an index looked up first (iproute2's two steps): the
         # kernel resolves the name itself, in one round trip and with no window between them
-        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, flags, change) + _attr(IFLA_IFNAME, _ifname(ifname))
-        self._request(kind, 0, body + attrs, what)
+        header = IFINFOMSG.pack(AF_UNSPEC, 0, 0, flags, change)
+        self._request(kind, 0, header + attr(IFLA_IFNAME, encode_ifname(ifname)) + attrs, what)
 
     def _index(self, ifname: str, what: str) -> int:
-        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _ifname(ifname))
-        body += _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        body = IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_IFNAME, encode_ifname(ifname))
+        body += u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
         for msg in self._request(RTM_GETLINK, 0, body, what):
-            return int(_IFINFOMSG.unpack_from(msg, 16)[2])
-        raise _error(errno.ENODEV, what)
+            return int(IFINFOMSG.unpack_from(msg, 16)[2])
+        raise rtnl_error(errno.ENODEV, what)
 
     def _name(self, index: int | None) -> str | None:
         if not index:
             return None
-        body = _IFINFOMSG.pack(AF_UNSPEC, 0, index, 0, 0)
-        body += _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        body = IFINFOMSG.pack(AF_UNSPEC, 0, index, 0, 0)
+        body += u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
         try:
             replies = self._request(RTM_GETLINK, 0, body, f"find link {index}")
         except OSError as e:
@@ -418,14 +321,14 @@ class Rtnl:
                 return None
             raise
         for msg in replies:
-            name = _attrs(msg, 16 + _IFINFOMSG.size).get(IFLA_IFNAME)
+            name = parse_attrs(msg, 16 + IFINFOMSG.size).get(IFLA_IFNAME)
             if name is not None:
-                return _cstr(name)
+                return cstr(name)
         return None
 
     def _send(self, kind: int, flags: int, body: bytes) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        self._sock.send(_NLMSGHDR.pack(16 + len(body), kind, flags, self._seq, 0) + body)
+        self._sock.send(NLMSGHDR.pack(16 + len(body), kind, flags, self._seq, 0) + body)
         return self._seq
 
     def _request(self, kind: int, flags: int, body: bytes, what: str) -> list[bytes]:
@@ -444,7 +347,7 @@ class Rtnl:
             messages, interrupted = self._replies(seq, what)
             if not interrupted:
                 return messages
-        raise _error(errno.EINTR, what, "the dump kept changing")
+        raise rtnl_error(errno.EINTR, what, "the dump kept changing")
 
     def _finish_abandoned_dump(self) -> None:
         """Read to its end a dump abandoned half-way (an exception while it was read): the
@@ -478,9 +381,9 @@ class Rtnl:
                     continue
                 interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
                 if final:
-                    err = _I32.unpack_from(msg, 16)[0] if len(msg) >= 20 else 0
+                    err = I32.unpack_from(msg, 16)[0] if len(msg) >= 20 else 0
                     if err < 0:
-                        raise _error(-err, what, _ack_detail(msg, flags))
+                        raise rtnl_error(-err, what, ack_detail(msg, flags))
                     return messages, interrupted
                 messages.append(msg)
 
@@ -498,7 +401,7 @@ class Rtnl:
         messages = []
         offset = 0
         while offset + 16 <= n:
-            length, msg_type, msg_flags, msg_seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+            length, msg_type, msg_flags, msg_seq, _pid = NLMSGHDR.unpack_from(buf, offset)
             if length < 16 or offset + length > n:
                 raise OSError(errno.EBADMSG, f"RTNETLINK: malformed reply ({length} of {n} bytes)")
             messages.append((msg_type, msg_flags, msg_seq, bytes(buf[offset : offset + length])))

@@ -21,52 +21,47 @@ Paths: every path given to the sandbox API is a path *inside* the sandbox. :meth
 maps it to one the calling process can open (``/proc/KEEPER/root/...`` for a spawned sandbox),
 resolving symlinks inside the sandbox so that e.g. ``/var/run`` -> ``/run`` never escapes to the
 host's ``/run``.
+
+Beside this module: :mod:`wgns.testing.isolation` builds the namespaces and mounts (and is the
+keeper's code), :mod:`wgns.testing.occupants` finds and kills the processes inside, and
+:mod:`wgns.testing.snapshot` takes and compares snapshots.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import json
 import os
 import selectors
 import shlex
-import signal
-import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO, Any
 
 from wgns.system import netns
+from wgns.testing import occupants, snapshot
+from wgns.testing.isolation import SANDBOX_DIR, SANDBOX_TMP, unshare_and_setup
+from wgns.testing.snapshot import snapshot_diff
 
-#: Scratch directory inside every sandbox (on its private /run tmpfs).
-SANDBOX_DIR = "/run/.sandbox"
-#: Private temporary directory inside the sandbox (for files tests hand to commands).
-SANDBOX_TMP = f"{SANDBOX_DIR}/tmp"
-_ETC_UPPER = f"{SANDBOX_DIR}/etc-up"
-_ETC_WORK = f"{SANDBOX_DIR}/etc-work"
-_PRIVATE_DIRS = ("/run/netns", "/run/wgns", "/run/wireguard", SANDBOX_DIR, SANDBOX_TMP)
+__all__ = [
+    "REPO_ROOT",
+    "SANDBOX_DIR",
+    "SANDBOX_TMP",
+    "Sandbox",
+    "SandboxCommandError",
+    "SandboxError",
+    "snapshot_diff",
+]
 
 #: The checkout this module was imported from (put on PYTHONPATH of Python run inside).
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
-
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-_IFF_UP = 0x1
-
-# keys of `ip -j` output that change without anyone changing anything
-_VOLATILE_KEYS = frozenset(
-    {"stats", "stats64", "valid_life_time", "preferred_life_time", "expires", "used", "age"}
-)
 
 StrOrBytes = str | bytes
 
@@ -99,236 +94,6 @@ class SandboxCommandError(subprocess.CalledProcessError):
         )
 
 
-# --------------------------------------------------------------------------------------------
-# Setup inside freshly unshared namespaces (keeper and enter_self share this code)
-
-
-def _set_link_up(ifname: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14x", ifname.encode(), 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
-        req = struct.pack("16sH14x", ifname.encode(), flags | _IFF_UP)
-        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, req)
-
-
-def _unshare_and_setup() -> None:
-    """Move the calling process into new net+mount namespaces and build the private mounts."""
-    netns.unshare(netns.CLONE_NEWNET | netns.CLONE_NEWNS)
-    # nothing mounted from here on may propagate back to the host
-    netns.mount(None, "/", None, netns.MS_REC | netns.MS_PRIVATE)
-    netns.mount("tmpfs", "/run", "tmpfs", netns.MS_NOSUID | netns.MS_NODEV, "mode=0755")
-    for d in (*_PRIVATE_DIRS, _ETC_UPPER, _ETC_WORK):
-        os.makedirs(d, mode=0o755, exist_ok=True)
-    os.chmod(SANDBOX_TMP, 0o1777)
-    netns.mount(
-        "overlay",
-        "/etc",
-        "overlay",
-        0,
-        f"lowerdir=/etc,upperdir={_ETC_UPPER},workdir={_ETC_WORK}",
-    )
-    # sysfs shows the network devices of the namespace that mounted it
-    with contextlib.suppress(OSError):
-        netns.mount("sysfs", "/sys", "sysfs", netns.MS_NOSUID | netns.MS_NODEV | netns.MS_NOEXEC)
-    _set_link_up("lo")
-
-
-def _keeper_main() -> None:
-    """Entry point of the keeper process of :meth:`Sandbox.spawn`."""
-
-    def _on_signal(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGHUP, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    try:
-        _unshare_and_setup()
-    except Exception as e:
-        sys.stderr.write(f"sandbox keeper: {type(e).__name__}: {e}\n")
-        raise SystemExit(1) from e
-    sys.stdout.write(f"ready {os.getpid()}\n")
-    sys.stdout.flush()
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass  # the parent never writes; EOF means it closed us or died
-    finally:
-        me = os.getpid()
-        fds, inodes = _pin_namespaces(me)
-        try:
-            _kill_processes(inodes, exclude={me})
-        finally:
-            _unpin(fds)
-
-
-# --------------------------------------------------------------------------------------------
-# Finding and killing what runs inside
-
-
-def _ns_inode(pid: int | str, kind: str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
-    except OSError:
-        return None
-
-
-Inodes = tuple[frozenset[int], frozenset[int]]  # (network namespaces, mount namespaces)
-
-
-def _unescape_mountinfo(field: str) -> str:
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def _pin_namespaces(pid: int) -> tuple[list[int], Inodes]:
-    """Open the namespaces of the sandbox held by PID: its own network and mount namespaces and
-    every namespace bind-mounted in that mount namespace (``/run/netns/*`` and any other nsfs
-    mount). Returns the fds and the (net, mnt) inode sets.
-
-    While the fds are open the namespaces cannot be freed, so their inode numbers cannot be
-    reused by somebody else's new namespace: only then is "every process whose namespace has
-    this inode" a safe thing to kill."""
-    fds: list[int] = []
-    net: set[int] = set()
-    mnt: set[int] = set()
-
-    def pin(path: str, kind: str) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return
-        fds.append(fd)
-        (net if kind == "net" else mnt).add(os.fstat(fd).st_ino)
-
-    pin(f"/proc/{pid}/ns/net", "net")
-    pin(f"/proc/{pid}/ns/mnt", "mnt")
-    try:
-        with open(f"/proc/{pid}/mountinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 5 or " - nsfs " not in line:
-            continue
-        kind = fields[3].partition(":[")[0]  # e.g. "net:[4026532247]"
-        if kind in ("net", "mnt"):
-            pin(f"/proc/{pid}/root{_unescape_mountinfo(fields[4])}", kind)
-    return fds, (frozenset(net), frozenset(mnt))
-
-
-def _unpin(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _pids_in(inodes: Inodes, exclude: Iterable[int]) -> list[int]:
-    net, mnt = inodes
-    skip = set(exclude)
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        if pid in skip:
-            continue
-        n = _ns_inode(pid, "net")
-        if n is not None and n in net:
-            found.append(pid)
-            continue
-        m = _ns_inode(pid, "mnt")
-        if m is not None and m in mnt:
-            found.append(pid)
-    return found
-
-
-def _kill_processes(inodes: Inodes, exclude: Iterable[int], timeout: float = 5) -> None:
-    """SIGKILL every process in the given namespaces until none is left (or timeout).
-
-    The namespaces must be pinned (see :func:`_pin_namespaces`)."""
-    skip = set(exclude)
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = _pids_in(inodes, skip)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.005)
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    if not raw:
-        return None  # kernel thread or zombie
-    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
-
-
-# --------------------------------------------------------------------------------------------
-# Snapshot normalisation
-
-
-def _strip_volatile(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if k in _VOLATILE_KEYS:
-                continue
-            if k == "counter" and isinstance(v, dict):
-                v = {kk: (0 if kk in ("packets", "bytes") else vv) for kk, vv in v.items()}
-            out[k] = _strip_volatile(v)
-        return out
-    if isinstance(obj, list):
-        return [_strip_volatile(v) for v in obj]
-    return obj
-
-
-def snapshot_diff(a: Any, b: Any, path: str = "") -> list[str]:
-    """Human-readable differences between two snapshots (empty: equal)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in b:
-                out.append(f"{path}/{k}: removed: {a[k]!r:.300}")
-            elif k not in a:
-                out.append(f"{path}/{k}: added: {b[k]!r:.300}")
-            else:
-                out.extend(snapshot_diff(a[k], b[k], f"{path}/{k}"))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [
-            d
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in snapshot_diff(x, y, f"{path}[{i}]")
-        ]
-    return [] if a == b else [f"{path}: {a!r:.300} -> {b!r:.300}"]
-
-
-def _parse_json(text: str) -> Any:
-    text = text.strip()
-    if not text:
-        return []
-    return json.loads(text)
-
-
-# --------------------------------------------------------------------------------------------
-
-
 class Sandbox:
     """A private net+mount namespace pair standing in for the host."""
 
@@ -340,8 +105,8 @@ class Sandbox:
         self._closed = False
         self._leftovers: list[int] = []
         self.spawn_seconds = 0.0  # how long spawn() took
-        self.net_inode = _ns_inode(pid, "net") or 0
-        self.mnt_inode = _ns_inode(pid, "mnt") or 0
+        self.net_inode = occupants.ns_inode(pid, "net") or 0
+        self.mnt_inode = occupants.ns_inode(pid, "mnt") or 0
 
     # ---------------------------------------------------------------- construction
 
@@ -351,7 +116,7 @@ class Sandbox:
         t0 = time.monotonic()
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from wgns.testing.sandbox import _keeper_main; _keeper_main()"
+            "from wgns.testing.isolation import keeper_main; keeper_main()"
         )
         keeper = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", code, REPO_ROOT],
@@ -382,7 +147,7 @@ class Sandbox:
         if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
             raise SandboxError("enter_self() needs a single-threaded process")
         try:
-            _unshare_and_setup()
+            unshare_and_setup()
         except OSError as e:
             raise SandboxError(f"cannot create the sandbox: {e}") from e
         return cls(pid=os.getpid(), keeper=None)
@@ -593,53 +358,17 @@ class Sandbox:
     def pids(self) -> list[int]:
         """Processes inside the sandbox, except its keeper and the calling process."""
         self._check_open()
-        fds, inodes = _pin_namespaces(self.pid)
+        fds, inodes = occupants.pin_namespaces(self.pid)
         try:
-            return sorted(_pids_in(inodes, {self.pid, os.getpid()}))
+            return sorted(occupants.pids_in(inodes, {self.pid, os.getpid()}))
         finally:
-            _unpin(fds)
+            occupants.unpin(fds)
 
     def netns_names(self) -> list[str]:
         try:
             return sorted(os.listdir(self.path("/run/netns")))
         except FileNotFoundError:
             return []
-
-    def _tree(self, inside: str, *, contents: bool) -> dict[str, Any]:
-        base = self.path(inside)
-        out: dict[str, Any] = {}
-        if not base.exists():
-            return out
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, base)
-            for name in sorted(dirnames + filenames):
-                full = os.path.join(dirpath, name)
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                try:
-                    st = os.lstat(full)
-                except FileNotFoundError:
-                    continue
-                entry: dict[str, Any] = {"mode": oct(stat.S_IMODE(st.st_mode))}
-                if stat.S_ISLNK(st.st_mode):
-                    entry["type"] = "link"
-                    entry["target"] = os.readlink(full)
-                elif stat.S_ISDIR(st.st_mode):
-                    entry["type"] = "dir"
-                elif stat.S_ISREG(st.st_mode):
-                    entry["type"] = "file"
-                    if contents and st.st_size <= 1 << 20 and not os.path.ismount(full):
-                        try:
-                            with open(full, "rb") as f:
-                                entry["content"] = f.read().decode(errors="replace")
-                        except OSError as e:
-                            entry["content"] = f"<unreadable: {e.strerror}>"
-                elif stat.S_ISSOCK(st.st_mode):
-                    entry["type"] = "socket"
-                else:
-                    entry["type"] = "other"
-                out[rel] = entry
-        return out
 
     def settled_snapshot(self, *, timeout: float = 5.0) -> dict[str, Any]:
         """A snapshot once two in a row agree: the sandbox's own links have settled (carrier,
@@ -655,64 +384,9 @@ class Sandbox:
         raise SandboxError("the sandbox's state never settled")
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything wgns could change, in a form that compares equal when nothing changed.
-
-        Network state (addresses, links, v4/v6 routes of all tables, v4/v6 rules, nft ruleset) of
-        the sandbox's root namespace and of every named namespace; the files under /run/netns,
-        /etc/netns (with contents), /run/wgns (with contents) and /run/wireguard; and the
-        command lines of the processes running inside."""
+        """Everything wgns could change (see :func:`wgns.testing.snapshot.take`)."""
         self._check_open()
-        queries: dict[tuple[str, str], tuple[list[str], str | None]] = {}
-        spaces: list[str | None] = [None, *self.netns_names()]
-        for ns in spaces:
-            key = ns or ""
-            n = ["-n", ns] if ns else []
-            queries[(key, "addr")] = (["ip", *n, "-j", "addr", "show"], None)
-            queries[(key, "link")] = (["ip", *n, "-j", "-d", "link", "show"], None)
-            queries[(key, "route4")] = (
-                ["ip", *n, "-j", "-4", "route", "show", "table", "all"],
-                None,
-            )
-            queries[(key, "route6")] = (
-                ["ip", *n, "-j", "-6", "route", "show", "table", "all"],
-                None,
-            )
-            queries[(key, "rule4")] = (["ip", *n, "-j", "-4", "rule", "show"], None)
-            queries[(key, "rule6")] = (["ip", *n, "-j", "-6", "rule", "show"], None)
-            queries[(key, "nft")] = (["nft", "-j", "list", "ruleset"], ns)
-        procs = {
-            k: subprocess.Popen(
-                self.command(argv, netns=ns),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            for k, (argv, ns) in queries.items()
-        }
-        net: dict[str, dict[str, Any]] = {}
-        errors: list[str] = []
-        for (key, what), p in procs.items():
-            out, err = p.communicate(timeout=30)
-            if p.returncode != 0:
-                # a namespace deleted meanwhile shows up as such, not as a crash
-                net.setdefault(key, {})[what] = {"error": err.decode(errors="replace").strip()}
-                errors.append(f"{key}/{what}")
-                continue
-            data = _strip_volatile(_parse_json(out.decode(errors="replace")))
-            net.setdefault(key, {})[what] = data
-        processes = sorted(" ".join(c) for pid in self.pids() if (c := _cmdline(pid)) is not None)
-        return {
-            "net": net,
-            "files": {
-                "/run/netns": self._tree("/run/netns", contents=False),
-                "/etc/netns": self._tree("/etc/netns", contents=True),
-                "/run/wgns": self._tree("/run/wgns", contents=True),
-                "/run/wireguard": self._tree("/run/wireguard", contents=False),
-            },
-            "processes": processes,
-        }
-
-    # ---------------------------------------------------------------- teardown
+        return snapshot.take(self)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -729,7 +403,7 @@ class Sandbox:
         self._closed = True
         me = os.getpid()
         # pinned until the end: the namespaces (and their inode numbers) stay ours meanwhile
-        fds, inodes = _pin_namespaces(self.pid)
+        fds, inodes = occupants.pin_namespaces(self.pid)
         try:
             with self._lock:
                 procs, self._procs = self._procs, []
@@ -737,7 +411,7 @@ class Sandbox:
                 if p.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         p.kill()
-            _kill_processes(inodes, exclude={me, self.pid})
+            occupants.kill_processes(inodes, exclude={me, self.pid})
             for p in procs:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=5)
@@ -759,10 +433,10 @@ class Sandbox:
                     if stream is not None:
                         stream.close()
                 # anything that slipped in meanwhile
-                _kill_processes(inodes, exclude={me})
-            self._leftovers = sorted(_pids_in(inodes, {me}))
+                occupants.kill_processes(inodes, exclude={me})
+            self._leftovers = sorted(occupants.pids_in(inodes, {me}))
         finally:
-            _unpin(fds)
+            occupants.unpin(fds)
 
     def leftover_pids(self) -> list[int]:
         """Processes that were still inside when close() finished (should be none).

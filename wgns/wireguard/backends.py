@@ -18,11 +18,9 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgns.errors import WgnsError
-from wgns.profile.model import Backend, Interface
-from wgns.profile.wgconf import wg_setconf_text as setconf_text
 from wgns.system import links
 from wgns.system.processes import (
     Supervised,
@@ -34,8 +32,12 @@ from wgns.system.processes import (
 from wgns.system.tools import run
 from wgns.wireguard import dump, uapi
 from wgns.wireguard.dump import DeviceState
+from wgns.wireguard.setconf import setconf_text
 
-__all__ = ["Backend", "Kernel", "Userspace", "WireguardBackend", "WireguardGo", "get", "select"]
+if TYPE_CHECKING:  # the model (ipaddress, dataclasses) is the profile's: `down` needs none of it
+    from wgns.profile.model import Backend, Interface
+
+__all__ = ["Kernel", "Userspace", "WireguardBackend", "WireguardGo", "get", "select"]
 
 USERSPACE_BINARY = os.environ.get("WGNS_USERSPACE_IMPLEMENTATION", "wireguard-go")
 
@@ -303,10 +305,13 @@ def get(name: str) -> WireguardBackend:
         raise WgnsError(f"unknown WireGuard backend {name!r}") from None
 
 
+AUTO = "auto"  # Backend.AUTO's value: try each backend in turn
+
+
 def select(requested: Backend) -> WireguardBackend:
     """The backend to use for REQUESTED (auto: the kernel's, else wireguard-go); a WgnsError
     when the requested one, or any, is missing."""
-    if requested is not Backend.AUTO:
+    if requested.value != AUTO:
         chosen = get(requested.value)
         if not chosen.is_supported():
             raise chosen.unsupported()

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import binascii
 import socket
+from typing import TYPE_CHECKING
 
 from wgns.errors import WgnsError
-from wgns.profile.model import Interface
+
+if TYPE_CHECKING:
+    from wgns.profile.model import Interface
 
 WIREGUARD_RUN_DIR = "/run/wireguard"
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wgns.engine.ops.base import Context, Op
 from wgns.errors import WgnsError
-from wgns.profile.model import Interface
 from wgns.system.processes import Supervised
 from wgns.wireguard import backends
 from wgns.wireguard.uapi import WIREGUARD_RUN_DIR
+
+if TYPE_CHECKING:  # the profile model is `up`'s: `down` reads journals without it
+    from wgns.profile.model import Interface
 
 
 @dataclass(kw_only=True)

@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,29 +31,25 @@ from typing import Any, ClassVar
 
 from wgns import log
 from wgns.engine import state
-from wgns.engine.ops import Context, Op, link_exists
+from wgns.engine.ops import Context, Op
 from wgns.errors import WgnsError
 from wgns.features import killswitch
 from wgns.features.forward import claims, ingress, spec
 from wgns.profile.model import Forward
-from wgns.system import names, netns, processes, sysctl, tools
+from wgns.system import names, netns, sysctl
+from wgns.system.links import link_exists
+from wgns.system.processes import Supervised, log_path, process_alive, remove_log, stop_process
+from wgns.system.tools import checked, run
 
-LOG_DIR = Path(state.STATE_DIR) / "log"
-RELAY_START_TIMEOUT = 10.0
 _PKG_PARENT = str(Path(__file__).resolve().parents[3])
 _GONE = ("No such file", "does not exist", "Cannot find device", "Cannot open network namespace")
 
 
-def run(argv: Sequence[str], *, input: str | None = None, ns: str | None = None) -> None:
-    """Run a tool (inside NS when given); a failure is a WgnsError with its message."""
-    tools.run(argv, input=input, ns=ns)
-
-
 def run_gone_ok(argv: Sequence[str], *, ns: str | None = None) -> None:
     """Run a removal; "not there" is success."""
-    proc = tools.run(argv, ns=ns, check=False)
+    proc = run(argv, ns=ns, check=False)
     if proc.returncode != 0 and not any(m in proc.stderr for m in _GONE):
-        tools.checked(proc)
+        checked(proc)
 
 
 def delete_table(table: str, *, ns: str | None = None) -> None:
@@ -334,22 +328,25 @@ class ForwardOpening(Op):
         run(["nft", "-f", "-"], input=rendered.render(), ns=self.ns)
 
 
-def relay_log(ns: str, f: Forward) -> Path:
+def relay_log(ns: str, f: Forward) -> str:
+    """Where the relay of NS's forward F writes its log (its supervisor's stderr)."""
     suffix = "" if f.proto.value == "tcp" else f"-{f.proto.value}"
-    return LOG_DIR / ns / f"relay-{f.host_port}{suffix}.log"
+    return log_path(ns, f"relay-{f.host_port}{suffix}")
 
 
-class Relay:
-    """The relay of a forward as a supervised helper process (the shape of
-    wgns.system.processes' helpers: name, is_supported, argv, start, ready)."""
-
-    name = "relay"
+class Relay(Supervised):
+    """The relay of a forward: its supervisor (wgns.features.forward.supervise) runs in the
+    host's namespace, where it listens, and reaches NS's end through ``--ns``. Ready when it
+    says so on a pipe: the first line it writes there is "ready", or why it cannot listen."""
 
     def __init__(self, ns: str, f: Forward) -> None:
+        super().__init__()
         self.ns = ns
         self.forward = f
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ready_fd = -1
+        self.name = f"the relay of {spec.key_of(f)}"
+        self._ready_r = self._ready_w = -1  # the pipe it answers on, while start() runs it
+        self._said = b""
+        self._heard = False  # a whole line, or the end of the pipe
 
     def is_supported(self) -> bool:
         return True
@@ -363,6 +360,7 @@ class Relay:
             "from wgns.features.forward.relayd import main; sys.exit(main(sys.argv[2:]))",
             _PKG_PARENT, "--supervise", "--ns", self.ns, "--proto", f.proto.value,
             "--port", str(f.host_port), "--target-port", str(f.ns_port),
+            "--ready-fd", str(self._ready_w),
         ]  # fmt: skip
         for a in spec.relay_listen(sources):
             argv += ["--listen", a]
@@ -370,63 +368,39 @@ class Relay:
             argv += ["--from", str(s)]
         return argv
 
-    def start(self, ns: str, log_path: Path) -> tuple[int, int | None]:
-        """Start it in its own session (it outlives wgns), its stderr appended to LOG_PATH;
-        return its pid and start time at once (record them before waiting: see ready)."""
-        self.ns = ns
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        r, w = os.pipe()
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self._ready_w,) if self._ready_w >= 0 else ()
+
+    def start(self, ns: str | None, log_path: str) -> tuple[int, int | None]:
+        self._ready_r, self._ready_w = os.pipe()
+        os.set_blocking(self._ready_r, False)
         try:
-            with open(log_path, "ab") as logf:
-                self._proc = subprocess.Popen(
-                    [*self.argv(), "--ready-fd", str(w)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=logf,
-                    start_new_session=True,
-                    pass_fds=(w,),
-                )
+            return super().start(ns, log_path)
         except BaseException:
-            os.close(r)
+            os.close(self._ready_r)
+            self._ready_r, self._heard = -1, True
             raise
         finally:
-            os.close(w)
-        self._ready_fd = r
-        return self._proc.pid, processes.proc_starttime(self._proc.pid)
+            os.close(self._ready_w)  # the relay's copy is the only one left
+            self._ready_w = -1
 
-    def ready(self) -> None:
-        """Return once it listens; a WgnsError with its message when it cannot."""
-        proc, fd = self._proc, self._ready_fd
-        assert proc is not None and fd >= 0, "start() first"
-        self._ready_fd = -1
-        try:
-            msg = _read_line(fd, RELAY_START_TIMEOUT)
-        finally:
-            os.close(fd)
-        if msg != "ready":
-            proc.kill()
-            proc.wait(timeout=5)
-            key = spec.key_of(self.forward)
-            raise WgnsError(msg or f"the relay of {key} did not start")
-        proc.returncode = 0  # it outlives us by design
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    buf = b""
-    os.set_blocking(fd, False)
-    while b"\n" not in buf:
-        try:
-            chunk = os.read(fd, 4096)
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.002)
-            continue
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="replace").strip()
+    def ready(self) -> bool:
+        """It said "ready"; a WgnsError with its own words when it said why not. (Only its
+        exit closes the pipe without a word: wait_ready then says how it exited.)"""
+        while not self._heard:
+            try:
+                chunk = os.read(self._ready_r, 4096)
+            except BlockingIOError:
+                return False
+            self._said += chunk
+            if not chunk or b"\n" in self._said:
+                self._heard = True
+                os.close(self._ready_r)
+                self._ready_r = -1
+        said = self._said.decode(errors="replace").strip()
+        if said and said != "ready":
+            raise WgnsError(said)
+        return said == "ready"
 
 
 @dataclass(kw_only=True)
@@ -444,29 +418,23 @@ class ForwardRelay(Op):
 
     def alive(self) -> bool:
         pid = int(self.result.get("pid", 0))
-        return processes.process_alive(pid, self.result.get("starttime"))
+        return process_alive(pid, self.result.get("starttime"))
 
     def apply(self, ctx: Context) -> None:
         f = spec.from_json(self.forward)
         path = relay_log(self.ns, f)
-        self.result["log"] = str(path)
-
+        self.result["log"] = path
         relay = Relay(self.ns, f)
-        pid, starttime = relay.start(self.ns, path)
+        pid, starttime = relay.start(None, path)  # it listens in the host's namespace
         self.result.update(pid=pid, starttime=starttime)
         ctx.checkpoint()  # before waiting: a SIGKILL of wgns now still leaves it journaled
-        relay.ready()
+        relay.wait_ready()
 
     def undo(self, ctx: Context) -> None:
         pid = int(self.result.get("pid", 0))
         if pid:
-            processes.stop_process(pid, self.result.get("starttime"))
-        path = relay_log(self.ns, spec.from_json(self.forward))
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        for d in (path.parent, LOG_DIR):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only when empty
+            stop_process(pid, self.result.get("starttime"))
+        remove_log(relay_log(self.ns, spec.from_json(self.forward)))
 
 
 FORWARD_OPS = (ForwardPort, ForwardVeth, ForwardIngress, ForwardDnat, ForwardOpening, ForwardRelay)

@@ -15,9 +15,9 @@ import pytest
 
 from wgns.testing.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
 from wgns.testing.sim import Capture, Client, Packet, Provider, build_provider, dnsserver
-from wgns.testing.sim.provider import parse_pcap
+from wgns.testing.sim.capture import parse_pcap
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WG_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 WG_QUICK_ONLY = {"address", "dns", "mtu", "table", "preup", "postup", "predown", "postdown",
                  "saveconfig"}  # fmt: skip

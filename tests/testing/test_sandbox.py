@@ -21,7 +21,7 @@ from wgns.testing.sandbox import (
     snapshot_diff,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _host(argv: list[str]) -> subprocess.CompletedProcess[str]:
