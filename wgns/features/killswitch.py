@@ -18,7 +18,6 @@ Everything here but :func:`live` and :func:`canonical` is pure.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -239,6 +238,8 @@ def canonical(script: str, table: str) -> str:
 
 def diff(expected: Sequence[str], actual: Sequence[str]) -> list[str]:
     """Short, human-readable differences: '-' missing lines, '+' unexpected lines."""
+    import difflib  # `wgns check` only
+
     out = []
     for line in difflib.unified_diff(list(expected), list(actual), lineterm="", n=0):
         if line.startswith(("---", "+++", "@@")):

@@ -14,7 +14,7 @@ from pathlib import PurePath
 
 from wgns import log
 from wgns.errors import ConfigError
-from wgns.profile import conf, files, toml
+from wgns.profile import conf, files
 from wgns.profile.model import Backend, IPAddress, Profile
 from wgns.profile.values import show
 from wgns.system import netns
@@ -54,6 +54,8 @@ def load_profile(ref: str, *, name: str | None = None, backend: str | None = Non
     data, mode = files.read_file(path)
     text = files.decode(data, path)
     if PurePath(path).suffix == ".toml":
+        from wgns.profile import toml  # tomllib and the TOML schema: for TOML profiles only
+
         parsed = toml.parse(text, path, name)
         if parsed.holds_secret:
             files.check_private(path, mode)

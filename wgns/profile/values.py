@@ -10,7 +10,6 @@ message: values are only ever echoed through :func:`show`.
 from __future__ import annotations
 
 import binascii
-import difflib
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -86,6 +85,8 @@ def show(value: str, limit: int = 48) -> str:
 
 def suggest(key: str, choices: Iterable[str]) -> str | None:
     """A "did you mean" hint for a misspelt KEY, or None when nothing is close."""
+    import difflib  # only on the way to an error message
+
     lowered = {lower(c): c for c in choices}
     close = difflib.get_close_matches(lower(key), list(lowered), n=1, cutoff=0.75)
     return f"did you mean {lowered[close[0]]}?" if close else None
