@@ -108,6 +108,37 @@ def test_down_of_a_birthplace_is_refused_naming_the_namespace_born_in_it(
     assert_same(before, sandbox.snapshot())
 
 
+def test_up_of_a_namespace_whose_birthplace_was_deleted_says_so_and_repairs_once_it_is_back(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    """Edge 5, by hand: the birthplace deleted outside wgns (`ip netns del`) leaves the tunnel
+    of the namespace born in it without its UDP socket: `up` must not say "already up"; once the
+    birthplace is back (a new namespace of that name), `up` remakes the tunnel there."""
+    before = sandbox.settled_snapshot()
+    outer = write_profile(sandbox, provider.client_conf(), "outer.conf")
+    wgns("up", outer, "--name", "outer")
+    write_profile(sandbox, provider.client_conf(), "inner-wg.conf")
+    inner = 'name = "inner"\nbirthplace = "outer"\n[[interface]]\nconfig = "inner-wg.conf"\n'
+    inner_path = write_profile(sandbox, inner, "inner.toml")
+    wgns("up", inner_path)
+    assert curl(sandbox, f"http://{provider.web_v4}/", ns="inner") == "198.18.1.2"
+    sandbox.run(["ip", "netns", "del", "outer"])
+    proc = wgns("up", inner_path, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "birthplace outer is gone" in proc.stderr and "already up" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # outer is brought back (repaired: its namespace was deleted), then inner is repaired in it
+    wgns("up", outer, "--name", "outer")
+    proc = wgns("up", inner_path)
+    assert "repaired" in proc.stderr, proc.stderr
+    assert curl(sandbox, f"http://{provider.web_v4}/", ns="inner") == "198.18.1.2"
+    assert status(wgns, "inner")["broken"] == []
+    assert wgns("up", inner_path).stderr.count("already up") == 1
+    wgns("down", "inner")
+    wgns("down", "outer")
+    assert_same(before, sandbox.snapshot())
+
+
 def test_up_after_the_record_was_deleted_refuses_and_the_old_tunnel_survives(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:

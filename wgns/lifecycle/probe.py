@@ -167,11 +167,12 @@ def broken(rec: Record) -> tuple[bool, list[str]]:
     """What is wrong with NS, recorded as up: (is its namespace gone, the problems as lines).
     No problems: it is up as recorded."""
     from wgns.engine.ops import CreateWireguard
+    from wgns.features.check import health
     from wgns.system import netns
 
     if not netns.exists(rec.ns):
         return True, [f"namespace {rec.ns} does not exist any more (deleted by hand?)"]
-    problems = []
+    problems = health.birthplace_problems(rec)
     for op in rec.find(CreateWireguard):
         problem = _device_problem(rec.ns, op)
         if problem:
@@ -192,7 +193,14 @@ def _device_problem(ns: str, op: CreateWireguard) -> str | None:
 
 
 def broken_ifnames(rec: Record) -> list[str]:
-    """The recorded wg interfaces whose device is gone or whose daemon died."""
+    """The recorded wg interfaces whose device is gone or whose daemon died; all of them when
+    the birthplace was replaced since `up` (their UDP sockets live in the old one)."""
     from wgns.engine.ops import CreateWireguard
+    from wgns.features.check import health
 
-    return [op.ifname for op in rec.find(CreateWireguard) if _device_problem(rec.ns, op)]
+    replaced = bool(health.birthplace_problems(rec))
+    return [
+        op.ifname
+        for op in rec.find(CreateWireguard)
+        if replaced or _device_problem(rec.ns, op)
+    ]

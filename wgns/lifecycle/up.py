@@ -181,6 +181,14 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
                 changes = reloading.reload(profile, rec, gather_facts(profile))
                 return UpResult(ns, "reloaded", rec.backend, _recorded_ifnames(rec), changes)
             notes = tuple(problems)
+            bp = rec.birthplace
+            if not gone and bp is not None and not netns.exists(bp):
+                raise WgnsError(
+                    f"{ns} is broken: its birthplace {bp} is gone, and with it the UDP socket of "
+                    f"its tunnel; it cannot be repaired while {bp} does not exist",
+                    hint=f"bring {bp} back, then `wgns up` {ns} again (it repairs); or "
+                    f"`wgns down {ns}`",
+                )
             if not gone:
                 repair_tunnels(profile, rec, probe.broken_ifnames(rec))
                 if reload:
@@ -265,6 +273,7 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             iface = by_ifname[entry["ifname"]]
             entry["addresses"] = [a.with_prefixlen for a in iface.addresses]
             entry["mtu"] = facts.mtus[iface.name]
+    rec.birthplace_inode = netns.inode_of(rec.birthplace)  # a replaced birthplace: the new one
     state.save(rec)
 
 
