@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCh
 # Every secret-free directory the TOML parser may read from: nothing in it (files are made
 # per example in their own temporary directory).
 _EMPTY_DIR = Path(tempfile.mkdtemp(prefix="wgns-fuzz-"))
+atexit.register(shutil.rmtree, _EMPTY_DIR, ignore_errors=True)  # not one left per run
 
 keys = st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode())
 
