@@ -200,7 +200,5 @@ def broken_ifnames(rec: Record) -> list[str]:
 
     replaced = bool(health.birthplace_problems(rec))
     return [
-        op.ifname
-        for op in rec.find(CreateWireguard)
-        if replaced or _device_problem(rec.ns, op)
+        op.ifname for op in rec.find(CreateWireguard) if replaced or _device_problem(rec.ns, op)
     ]
