@@ -155,6 +155,40 @@ def test_wgns_up_kernel_backend_against_wireguard_go_and_down_leaves_nothing(
                    timeout=90)  # fmt: skip
                 latest = sh("wg", "show", "wgvmsrv", "latest-handshakes", ns=PEER).stdout.split()
                 assert int(latest[1]) > 0
+
+                # --reload on the kernel's device: a new MTU, and IPv4 only through the tunnel
+                profile.write_text(
+                    profile.read_text()
+                    .replace(f"mtu = {MTU}", f"mtu = {MTU - 20}")
+                    .replace('allowed_ips = ["0.0.0.0/0", "::/0"]', 'allowed_ips = ["0.0.0.0/0"]')
+                )
+                reloaded = wgns("up", str(profile), "--backend", "kernel", "--reload")
+                assert "reloaded" in reloaded.stderr, reloaded.stderr
+                (link,) = ip_json("-d", "link", "show", ifname, ns=NS)
+                assert link["mtu"] == MTU - 20
+                routes6 = ip_json("-6", "route", "show", "table", "all", ns=NS)
+                assert not [r for r in routes6 if r.get("dst") == "default"], routes6
+                (peer,) = (
+                    line.split("\t")
+                    for line in sh("wg", "show", ifname, "dump", ns=NS).stdout.splitlines()[1:]
+                )
+                assert peer[3] == "0.0.0.0/0"
+                sh("ping", "-c", "2", "-i", "0.3", "-W", "5", "198.19.10.1", ns=NS, timeout=90)
+
+                # the kernel device deleted by hand: `up` repairs it in place, born again
+                # from the birthplace (its UDP socket there), and traffic flows again
+                sh("ip", "-n", NS, "link", "del", ifname)
+                st = json.loads(wgns("status", NS, "--json").stdout)["namespaces"][0]
+                assert st["broken"], st
+                repaired = wgns("up", str(profile), "--backend", "kernel")
+                assert "repaired" in repaired.stderr, repaired.stderr
+                (link,) = ip_json("-d", "link", "show", ifname, ns=NS)
+                assert link["linkinfo"]["info_kind"] == "wireguard" and link["mtu"] == MTU - 20
+                assert has_port(udp_listeners(BIRTH), CPORT)
+                assert not has_port(udp_listeners(NS), CPORT)
+                sh("ping", "-c", "3", "-i", "0.3", "-W", "5", "198.19.10.1", ns=NS, timeout=90)
+                st = json.loads(wgns("status", NS, "--json").stdout)["namespaces"][0]
+                assert st["broken"] == [], st
             finally:
                 down = wgns("down", NS, check=False)
             assert down.returncode == 0, down.stdout + down.stderr
