@@ -38,8 +38,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wgns.testing.sandbox import SANDBOX_TMP, Sandbox  # noqa: E402
-from wgns.testing.sim import build_provider  # noqa: E402
+from wgns.testing import launcher  # noqa: E402
+from wgns.testing.isolation import SANDBOX_TMP  # noqa: E402
+from wgns.testing.sandbox import Sandbox  # noqa: E402
+from wgns.testing.sim.provider import build_provider  # noqa: E402
 
 NS = "bench"
 UID = GID = 4000
@@ -47,21 +49,11 @@ UID = GID = 4000
 EXEC_IMPORTS = "import wgns.commands.exec, wgns.system.execview, wgns.system.runas, _json"
 
 
-def launcher_interpreter() -> str:
-    """The interpreter scripts/install.sh puts on the launcher's #! line."""
-    r = subprocess.run(
-        ["/usr/bin/python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
-        check=False,
-    )
-    return os.path.realpath("/usr/bin/python3" if r.returncode == 0 else sys.executable)
-
-
 def write_launcher(directory: str) -> str:
-    """This checkout's launcher, rendered from scripts/wgns-launcher.in as install.sh does."""
-    text = (REPO / "scripts" / "wgns-launcher.in").read_text()
+    """This checkout's launcher (wgns.testing.launcher), written to DIRECTORY/wgns."""
     path = os.path.join(directory, "wgns")
     with open(path, "w") as f:
-        f.write(text.replace("@INTERP@", launcher_interpreter()).replace("@ROOT@", str(REPO)))
+        f.write(launcher.render())
     os.chmod(path, 0o755)
     return path
 
@@ -75,7 +67,7 @@ def pip_install(directory: str) -> str:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src)
     venv = os.path.join(directory, "venv")  # from the python3 users have, as the launcher's
-    subprocess.run([launcher_interpreter(), "-m", "venv", venv], check=True)
+    subprocess.run([launcher.interpreter(), "-m", "venv", venv], check=True)
     pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q"]
     pip += ["--disable-pip-version-check", "--no-deps", src]
     subprocess.run(pip, check=True, stdout=subprocess.DEVNULL)
@@ -161,7 +153,7 @@ def _bench(args: argparse.Namespace, work: str) -> int:
         )
         # where wgns exec's time goes, with the launcher's own interpreter: starting it, then
         # importing what `wgns exec` imports (the rest is the work: checks, mounts, exec)
-        interp = launcher_interpreter()
+        interp = launcher.interpreter()
         variants["interpreter: python3 -I -S -c pass"] = ([interp, "-I", "-S", "-c", "pass"], env)
         imports = f"import sys; sys.path.insert(0, {str(REPO)!r}); " + EXEC_IMPORTS
         variants["interpreter + wgns exec's imports"] = ([interp, "-I", "-S", "-c", imports], env)

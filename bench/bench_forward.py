@@ -32,7 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.isolation import SANDBOX_TMP
+from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim.provider import build_provider
 
 NS = "svc"

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wgns.profile.model import Backend
+from wgns.testing import launcher
 from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim.provider import build_provider
 from wgns.wireguard import backends
@@ -57,28 +58,6 @@ HAND_DOWN = """set -e
 ip -n "$NS" link del "$IF"
 ip netns del "$NS"
 """
-
-# what scripts/install.sh writes to /usr/local/bin/wgns, for this checkout
-LAUNCHER = """#!{interp} -IS
-import sys
-sys.path.insert(0, {root!r})
-if sys.argv[1:2] in (["exec"], ["shell"]):
-    from wgns.commands.exec import entry
-else:
-    from wgns.cli import entry
-entry()
-"""
-
-
-def launcher_interpreter() -> str:
-    """The interpreter scripts/install.sh picks: the distribution's python3 when >= 3.11."""
-    probe = subprocess.run(
-        ["/usr/bin/python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
-        capture_output=True,
-    )
-    if probe.returncode == 0:
-        return os.path.realpath("/usr/bin/python3")
-    return os.path.realpath(sys.executable)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -109,11 +88,11 @@ def main() -> int:
         chosen = backends.select(Backend.AUTO)
         kind = chosen.name
         WORK.mkdir(mode=0o700, exist_ok=True)
-        launcher = WORK / "wgns"
-        launcher.write_text(LAUNCHER.format(interp=launcher_interpreter(), root=str(REPO)))
-        launcher.chmod(0o755)
+        script = WORK / "wgns"  # what scripts/install.sh writes to /usr/local/bin/wgns
+        script.write_text(launcher.render())
+        script.chmod(0o755)
         sides: dict[str, tuple[list[str], dict[str, str] | None]] = {
-            "launcher": ([str(launcher)], None)
+            "launcher": ([str(script)], None)
         }
         console = Path(sys.executable).parent / "wgns"  # the venv's `pip install` script
         if console.exists():

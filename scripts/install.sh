@@ -52,8 +52,8 @@ if /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev
 	interp=$(readlink -f /usr/bin/python3)
 fi
 tmp=$(mktemp /usr/local/bin/.wgns.XXXXXX)
-# the launcher: scripts/wgns-launcher.in with this interpreter and checkout (bench/bench_exec.py
-# and tests/commands/test_exec.py render the same file)
+# the launcher: scripts/wgns-launcher.in with this interpreter and checkout (the tests and
+# benchmarks render the same file: wgns/testing/launcher.py)
 sed -e "s|@INTERP@|$interp|" -e "s|@ROOT@|$root|" "$root/scripts/wgns-launcher.in" > "$tmp"
 chmod 755 "$tmp"
 mv -f "$tmp" /usr/local/bin/wgns

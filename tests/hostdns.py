@@ -12,7 +12,8 @@ import subprocess
 import sys
 from typing import Any
 
-from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
+from wgns.testing.isolation import SANDBOX_TMP
+from wgns.testing.sandbox import Sandbox
 
 # Unix sockets standing in for nscd and systemd-resolved: every connection is logged with the
 # network namespace of the connecting process and the nscd request type it sent.

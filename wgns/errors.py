@@ -73,7 +73,7 @@ class DamagedRecord(WgnsError):
         super().__init__(
             f"state record {path} is damaged ({why})",
             hint="wgns no longer knows what it set up: check `ip netns list` and `ip link`, "
-            "remove what is left by hand, delete the file, then `wgns up` again",
+            f"remove what is left by hand, delete the file (`rm {path}`), then `wgns up` again",
         )
         self.path = path
 

@@ -20,10 +20,6 @@ def set_debug(enabled: bool) -> None:
     _debug = enabled
 
 
-def debug_enabled() -> bool:
-    return _debug
-
-
 def debug(fmt: str, *args: object) -> None:
     if _debug:
         print(fmt % args if args else fmt, file=sys.stderr, flush=True)

@@ -35,8 +35,11 @@ from tests.hostdns import (
 from wgns.commands import exec as exec_cmd
 from wgns.errors import UsageError, WgnsError
 from wgns.system import runas, startup
-from wgns.testing.sandbox import SANDBOX_TMP, Sandbox
-from wgns.testing.sim import Provider
+from wgns.testing.isolation import SANDBOX_TMP
+from wgns.testing.launcher import interpreter as launcher_interpreter
+from wgns.testing.launcher import render as render_launcher
+from wgns.testing.sandbox import Sandbox
+from wgns.testing.sim.provider import Provider
 
 NS = "vpn"
 USER, UID, GID = "alice", 4000, 4000
@@ -631,24 +634,10 @@ def test_environment_matches_the_double_sudo_helper(sandbox: Sandbox, up: Provid
     assert not any(k.startswith("SUDO_") for k in o)
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def launcher_interpreter() -> str:
-    """The interpreter scripts/install.sh puts on the launcher's #! line."""
-    r = subprocess.run(
-        ["/usr/bin/python3", "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
-        check=False,
-    )
-    return os.path.realpath("/usr/bin/python3" if r.returncode == 0 else sys.executable)
-
-
 def write_launcher(sandbox: Sandbox) -> str:
-    """This checkout's launcher, rendered from scripts/wgns-launcher.in as install.sh does."""
-    with open(f"{REPO}/scripts/wgns-launcher.in") as f:
-        text = f.read().replace("@INTERP@", launcher_interpreter()).replace("@ROOT@", REPO)
+    """This checkout's launcher (wgns.testing.launcher), written inside SANDBOX."""
     path = f"{SANDBOX_TMP}/wgns"
-    sandbox.write_file(path, text, mode=0o755)
+    sandbox.write_file(path, render_launcher(), mode=0o755)
     return path
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from wgns.engine import state
 from wgns.errors import WgnsError
+from wgns.system import startup
 
 
 @pytest.fixture
@@ -29,11 +30,9 @@ def test_record_round_trip(state_dir: Path) -> None:
     state.save(rec)
     back = state.load("vpn")
     assert back is not None and back.to_json() == rec.to_json()
-    assert state.is_up("vpn")
     (state_dir / "vpn.json").write_text('{"ns": "vpn", "phase": "up"')  # torn by hand
-    with pytest.raises(WgnsError, match=r"state record .* is unreadable"):
+    with pytest.raises(WgnsError, match=r"state record .* is damaged"):
         state.load("vpn")
-    assert not state.is_up("vpn")
 
 
 def test_lock_files_removed_on_release_only_when_asked(state_dir: Path) -> None:
@@ -77,32 +76,39 @@ def test_second_holder_waits_then_fails_clearly(state_dir: Path) -> None:
     st.lists(st.dictionaries(st.sampled_from(["phase", "kind", "x"]), st.text()), max_size=3),
     st.text(),
 )
-def test_phase_of_agrees_with_load(phase: str, journal: list[dict[str, str]], ns_text: str) -> None:
-    # journal entries and strings that look like the phase line must not fool the line reader
+def test_the_exec_paths_phase_reader_agrees_with_load(
+    phase: str, journal: list[dict[str, str]], ns_text: str
+) -> None:
+    # `wgns exec` reads the phase of what save() writes with wgns.system.startup.record_phase:
+    # journal entries and strings that look like the phase line must not fool it
     import tempfile
 
     with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
         mp.setattr(state, "STATE_DIR", d)
+        mp.setattr(startup, "RECORD_DIR", d)
         rec = state.Record(ns="vpn", phase=phase, profile=f'\n "phase": "up",\n{ns_text}')
         rec.journal.extend(journal)
         state.save(rec)
         loaded = state.load("vpn")
         assert loaded is not None
-        assert state.phase_of("vpn") == loaded.phase == phase
-        assert state.is_up("vpn") == (phase == "up")
+        assert startup.record_phase("vpn") == loaded.phase == phase
 
 
-def test_phase_of_missing_torn_and_foreign_records(state_dir: Path) -> None:
-    assert state.phase_of("none") is None and not state.is_up("none")
+def test_the_exec_paths_phase_reader_on_missing_torn_and_foreign_records(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(startup, "RECORD_DIR", str(state_dir))
+    assert startup.record_phase("none") is None
     state_dir.mkdir()
     (state_dir / "torn.json").write_text('{\n "phase": "up",\n "ns": "torn"')  # no closing brace
-    with pytest.raises(WgnsError, match="is unreadable"):
-        state.phase_of("torn")
-    assert not state.is_up("torn")
+    with pytest.raises(WgnsError, match="is damaged"):
+        startup.record_phase("torn")
+    with pytest.raises(WgnsError, match="is damaged"):
+        state.load("torn")  # the same line from the engine
     (state_dir / "compact.json").write_text('{"ns": "compact", "phase": "up"}')  # not save()'s
-    assert state.phase_of("compact") == "up"
+    assert startup.record_phase("compact") == "up"
     (state_dir / "odd.json").write_text('{\n "phase": "sideways",\n "ns": "odd"\n}')
-    assert state.phase_of("odd") == "sideways"  # whatever load() says, through load()
+    assert startup.record_phase("odd") == "sideways"
 
 
 def test_save_writes_json_with_indent_1_and_sorted_keys(state_dir: Path) -> None:
@@ -132,9 +138,8 @@ def test_a_damaged_record_is_a_wgns_error_naming_the_file_and_the_fix(
     path.write_text(text)
     with pytest.raises(WgnsError) as e:
         state.load("vpn")
-    assert f"state record {path} is unreadable" in str(e.value)
+    assert f"state record {path} is damaged" in str(e.value)
     assert e.value.hint is not None and f"rm {path}" in e.value.hint
-    assert not state.is_up("vpn")
 
 
 def test_record_ops_and_find_parse_the_journal(state_dir: Path) -> None:

@@ -109,6 +109,12 @@ def http_server(sandbox: Sandbox, port: int, ns: str = NS) -> subprocess.Popen[A
     return start(sandbox, ["python3", "-c", SERVER, str(port)], netns=ns)
 
 
+def dns_server(sandbox: Sandbox, listen: str, answer: str) -> subprocess.Popen[Any]:
+    """The simulated resolver inside NS, listening on LISTEN: svc.test is ANSWER."""
+    argv = ["python3", DNS_SERVER, "--listen", listen, "--zone", f"svc.test={answer}"]
+    return start(sandbox, argv, netns=NS)
+
+
 def curl(sandbox: Sandbox, url: str, *, ns: str | None = None) -> tuple[int, str]:
     """(curl's exit status, body): 0 = OK, 7 = refused, 28 = timeout."""
     proc = sandbox.run(
@@ -222,12 +228,7 @@ proto = "udp"
     forwarding_before = sysctl(sandbox, "net.ipv4.conf.lanA.forwarding")
     wgns("up", profile, env=ENV)
     srv = http_server(sandbox, 8080)
-    dns = start(
-        sandbox,
-        ["python3", DNS_SERVER, "--listen", "0.0.0.0:5353",
-         "--zone", "svc.test=198.18.99.1"],
-        netns=NS,
-    )  # fmt: skip
+    dns = dns_server(sandbox, "0.0.0.0:5353", "198.18.99.1")
     try:
         # from the host itself: loopback v4 and v6, and one of its own addresses
         assert curl(sandbox, "http://127.0.0.1:9091/") == (0, "hello from ns")
@@ -237,10 +238,7 @@ proto = "udp"
         assert curl(sandbox, f"http://{HOST_LAN_OK}:9091/peer", ns=LAN_OK) == (0, CLIENT_OK)
         assert curl(sandbox, f"http://{HOST_LAN_NO}:9091/", ns=LAN_NO)[0] == 7
         # UDP: a DNS query to the resolver inside NS
-        answer = sandbox.run(
-            ["dig", "+short", "+time=2", "+tries=1", "@127.0.0.1", "-p", "5353", "svc.test"]
-        ).stdout.strip()
-        assert answer == "198.18.99.1"
+        assert dig(sandbox, "127.0.0.1", 5353) == "198.18.99.1"
 
         (tcp,) = [f for f in forwards(wgns) if f["proto"] == "tcp"]
         host_end, ns_end = tcp["veth"]["host"], tcp["veth"]["ns"]
@@ -288,12 +286,7 @@ def test_runtime_add_remove_both_modes_errors_and_down(
     before = sandbox.settled_snapshot()
     wgns("up", conf, "--name", NS, env=ENV)
     srv = http_server(sandbox, 8080)
-    dns = start(
-        sandbox,
-        ["python3", DNS_SERVER, "--listen", "127.0.0.1:53",
-         "--zone", "svc.test=198.18.99.2"],
-        netns=NS,
-    )  # fmt: skip
+    dns = dns_server(sandbox, "127.0.0.1:53", "198.18.99.2")
     try:
         wgns("forward", "add", NS, "9091:8080", env=ENV)
         wgns("forward", "add", NS, "9092:8080", "--mode", "relay", env=ENV)
@@ -301,10 +294,7 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         assert curl(sandbox, "http://127.0.0.1:9091/") == (0, "hello from ns")
         assert curl(sandbox, "http://127.0.0.1:9092/") == (0, "hello from ns")
         assert curl(sandbox, "http://[::1]:9092/") == (0, "hello from ns")
-        answer = sandbox.run(
-            ["dig", "+short", "+time=2", "+tries=1", "@::1", "-p", "5300", "svc.test"]
-        ).stdout.strip()
-        assert answer == "198.18.99.2"
+        assert dig(sandbox, "::1", 5300) == "198.18.99.2"
         listed = {(f["proto"], f["host_port"]): f for f in forwards(wgns, None)}
         assert set(listed) == {("tcp", 9091), ("tcp", 9092), ("udp", 5300)}
         assert listed[("tcp", 9092)]["mode"] == "relay" and listed[("tcp", 9092)]["relay"]["alive"]
@@ -423,10 +413,7 @@ def test_runtime_add_remove_both_modes_errors_and_down(
         vh, _ = names.veth_ifnames(NS)
         links = sandbox.run(["ip", "-br", "link"]).stdout
         assert vh not in links
-        answer = sandbox.run(
-            ["dig", "+short", "+time=2", "+tries=1", "@127.0.0.1", "-p", "5300", "svc.test"]
-        ).stdout.strip()
-        assert answer == "198.18.99.2"
+        assert dig(sandbox, "127.0.0.1", 5300) == "198.18.99.2"
         wgns("forward", "add", NS, "9091:8080", env=ENV)  # and back again
         assert curl(sandbox, "http://127.0.0.1:9091/") == (0, "hello from ns")
     finally:

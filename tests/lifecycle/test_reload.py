@@ -85,7 +85,6 @@ def test_dns_mtu_and_kill_switch_changes_apply_and_down_stays_exact(
     conf = provider.client_conf(client, mtu=1300).replace(
         f"DNS = {provider.dns_v4}, {provider.dns_v6}", f"DNS = {provider.dns_v4}"
     )
-    conf = conf.replace("[Peer]", "[Peer]", 1)
     out = reload(sandbox, wgns, conf)
     assert "mtu 1280 -> 1300" in out.stderr and "resolv.conf" in out.stderr
     assert mtu() == 1300

@@ -30,6 +30,7 @@ from wgns.profile.model import (
     Secret,
 )
 from wgns.profile.toml import parse_toml
+from wgns.profile.values import is_ip
 from wgns.profile.wgconf import strip_conf
 from wgns.wireguard.setconf import setconf_text as wg_setconf_text
 
@@ -639,7 +640,7 @@ def test_setconf_text_accepted_by_wg(sample: Path) -> None:
     # wg resolves host names while setting the config; keep this test off the network.
     peers = tuple(
         replace(p, endpoint=Endpoint("192.0.2.99", p.endpoint.port))
-        if p.endpoint and not _is_ip(p.endpoint.host)
+        if p.endpoint and not is_ip(p.endpoint.host)
         else p
         for p in i.peers
     )
@@ -676,14 +677,6 @@ def test_setconf_text_accepted_by_wg(sample: Path) -> None:
         assert (got.persistent_keepalive or 0) == (p.persistent_keepalive or 0)
         if p.endpoint:
             assert got.endpoint == p.endpoint
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------

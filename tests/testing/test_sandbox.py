@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wgns.testing.sandbox import (
-    SANDBOX_TMP,
-    Sandbox,
-    SandboxCommandError,
-    SandboxError,
-    snapshot_diff,
-)
+from wgns.testing.isolation import SANDBOX_TMP
+from wgns.testing.sandbox import Sandbox, SandboxCommandError, SandboxError
+from wgns.testing.snapshot import snapshot_diff
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from wgns.testing.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
+from wgns.testing.isolation import SANDBOX_TMP
+from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim import Capture, Client, Packet, Provider, build_provider, dnsserver
 from wgns.testing.sim.capture import parse_pcap
+from wgns.testing.snapshot import snapshot_diff
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WG_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}

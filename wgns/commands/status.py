@@ -103,7 +103,7 @@ def describe(ns: str) -> dict[str, Any]:
             }
         )
     pids = netns.pids_inside(ns)
-    forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.listing(ns)]
+    forwards = [{k: v for k, v in row.items() if k != "ns"} for row in forward.rows_of(ns, rec)]
     broken = health.problems(rec, {n: link["up"] for n, link in links.items()})
     return {
         "name": ns,

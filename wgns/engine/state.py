@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from wgns.errors import WgnsError
+from wgns.errors import DamagedRecord, WgnsError
 
 if TYPE_CHECKING:
     from wgns.engine.ops import Op
@@ -103,12 +103,8 @@ def save(rec: Record) -> None:
 
 
 def damaged(ns: str, why: object) -> WgnsError:
-    """The error for NS's record that cannot be read: which file, and what to do."""
-    p = path_of(ns)
-    return WgnsError(
-        f"state record {p} is unreadable: {why}",
-        hint=f"check `ip netns list` and remove what wgns left of {ns} by hand, then `rm {p}`",
-    )
+    """The error for NS's record that cannot be read: the one line every command gives."""
+    return DamagedRecord(path_of(ns), str(why))
 
 
 def load(ns: str) -> Record | None:
@@ -140,43 +136,6 @@ def managed() -> list[str]:
         )
     except FileNotFoundError:
         return []
-
-
-_PHASES = ("starting", "up", "stopping")
-_PHASE_KEY = ' "phase": '
-
-
-def phase_of(ns: str) -> str | None:
-    """NS's phase, None when it has no record; WgnsError when the record is unreadable.
-
-    `wgns exec` asks this on every start, so it reads the one line save() writes for the phase
-    instead of parsing the record: in json.dumps(indent=1)'s layout the top-level keys are the
-    only lines indented by exactly one space, and a JSON string holds no raw line break. A
-    record in any other shape is parsed whole, with load()'s errors."""
-    try:
-        with open(path_of(ns)) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        text = ""
-    if text.startswith("{\n") and text.endswith("\n}"):
-        for line in text.split("\n"):
-            if line.startswith(_PHASE_KEY):
-                value = line[len(_PHASE_KEY) :].removesuffix(",")
-                if value.startswith('"') and value.endswith('"') and value[1:-1] in _PHASES:
-                    return value[1:-1]
-                break
-    rec = load(ns)
-    return rec.phase if rec is not None else None
-
-
-def is_up(ns: str) -> bool:
-    """True when wgns brought NS up completely and has not taken it down."""
-    try:
-        return phase_of(ns) == "up"
-    except WgnsError:
-        return False
 
 
 class Lock:

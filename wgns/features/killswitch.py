@@ -85,11 +85,6 @@ class Spec:
     def render(self) -> str:
         return ruleset(self.table, self.wg_ifnames, ipv6=self.ipv6, openings=self.openings)
 
-    @property
-    def allowed_ifnames(self) -> tuple[str, ...]:
-        """The interfaces packets may leave through: lo, the wg interfaces, the openings'."""
-        return ("lo", *self.wg_ifnames, *(o.ifname for o in self.openings))
-
     def to_json(self) -> dict[str, Any]:
         return {
             "table": self.table,

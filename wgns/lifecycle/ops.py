@@ -13,27 +13,24 @@ wg-quick's order).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wgns import log
-from wgns.engine.ops import Context, NftTable, Op, RunHook, ip_batch, link_exists
+from wgns.engine.ops import Context, NftTable, Op, RunHook, ip_batch
 from wgns.errors import WgnsError
 from wgns.system import netns
+from wgns.system.links import link_exists
 from wgns.system.tools import run
 
 if TYPE_CHECKING:  # the profile model is `up`'s: `down` reads journals without it
     from wgns.profile.model import Interface
 
-PRE_DOWN = "pre-down"
-POST_DOWN = "post-down"
-
 
 @dataclass(kw_only=True)
 class DownHook(Op):
-    kind = "down_hook"
-    when: str  # PRE_DOWN | POST_DOWN
+    kind = "down_hook"  # wgns.lifecycle.down.DOWN_HOOK (down imports no ops)
+    when: str  # HookWhen.PRE_DOWN or POST_DOWN's value (down.PRE_DOWN, down.POST_DOWN)
     command: str
     ns: str | None  # where it runs (None: where wgns runs)
     ifname: str
@@ -52,11 +49,6 @@ class DownHook(Op):
             )
             return
         RunHook(when=self.when, command=self.command, ns=self.ns, ifname=self.ifname).apply(ctx)
-
-
-def down_hooks_of(when: str) -> Callable[[Op], bool]:
-    """A selector for Executor.undo_where: the DownHooks of WHEN."""
-    return lambda op: isinstance(op, DownHook) and op.when == when
 
 
 def _route_line(verb: str, route: list[Any], ifname: str) -> str:

@@ -25,7 +25,7 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.features import killswitch
-from wgns.profile.model import Hook, Interface, Profile
+from wgns.profile.model import Hook, HookWhen, Interface, Profile
 from wgns.system import names
 from wgns.wireguard import backends
 
@@ -101,21 +101,20 @@ def run_hooks(profile: Profile, when: str, iface: Interface) -> list[Op]:
     ]
 
 
+_AT_DOWN = (HookWhen.PRE_DOWN, HookWhen.POST_DOWN)
+
+
 def down_hooks(profile: Profile) -> list[Op]:
     """The PreDown/PostDown commands, as journal data for `down` (the profile may change)."""
     out: list[Op] = []
-    if not any(
-        h.when.value in ("pre-down", "post-down")
-        for i in profile.interfaces
-        for h in _hooks_of(profile, i)
-    ):
+    if not any(h.when in _AT_DOWN for i in profile.interfaces for h in _hooks_of(profile, i)):
         return out  # and wgns.lifecycle.ops need not be imported
-    from wgns.lifecycle.ops import POST_DOWN, PRE_DOWN, DownHook
+    from wgns.lifecycle.ops import DownHook
 
     for iface in profile.interfaces:
         ifname = names.wg_ifname(profile.name, iface.name)
         for h in _hooks_of(profile, iface):
-            if h.when.value in (PRE_DOWN, POST_DOWN):
+            if h.when in _AT_DOWN:
                 out.append(
                     DownHook(
                         when=h.when.value, command=h.command, ns=_where(profile, h), ifname=ifname

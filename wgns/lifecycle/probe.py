@@ -6,30 +6,21 @@ import os
 import socket
 import time
 from dataclasses import replace
-from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
 from wgns.errors import WgnsError
 from wgns.profile.model import Endpoint, Interface, Peer
+from wgns.profile.values import is_ip
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from wgns.engine.ops import CreateWireguard
     from wgns.engine.state import Record
     from wgns.profile.model import Profile
 
 DEFAULT_MTU = 1500
 WG_OVERHEAD = 80  # IPv6 (40) + UDP (8) + WireGuard (32): wg-quick's margin
 RESOLVE_TIMEOUT = float(os.environ.get("WGNS_RESOLVE_TIMEOUT", "15"))
-
-
-def _is_literal(host: str) -> bool:
-    try:
-        ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def resolve_host(
@@ -42,7 +33,7 @@ def resolve_host(
     A named birthplace is asked as `wgns exec WHERE` would ask it: with /etc/netns/WHERE's
     resolv.conf (that of the "physical" namespace, say) and without the host's nscd or
     systemd-resolved, which resolve over the host's network, not WHERE's."""
-    if _is_literal(host):
+    if is_ip(host):
         return host
     if where is None:
         return _lookup(host, port, timeout)
@@ -74,7 +65,7 @@ def _lookup(host: str, port: int, timeout: float) -> str:
 def resolve_endpoints(iface: Interface, *, where: str | None) -> Interface:
     peers: list[Peer] = []
     for p in iface.peers:
-        if p.endpoint is not None and not _is_literal(p.endpoint.host):
+        if p.endpoint is not None and not is_ip(p.endpoint.host):
             addr = resolve_host(p.endpoint.host, p.endpoint.port, where=where)
             p = replace(p, endpoint=Endpoint(addr, p.endpoint.port))
         peers.append(p)
@@ -129,9 +120,9 @@ def leftovers(profile: Profile) -> list[str]:
     names this `up` would make (a tunnel whose record was deleted by hand, say). Each is one
     line saying what exists and how to remove it; `up` refuses before touching anything, so
     that its rollback can never delete what it did not make."""
-    from wgns.engine.ops import link_exists
     from wgns.features import killswitch
     from wgns.system import names, netns
+    from wgns.system.links import link_exists
     from wgns.wireguard import uapi
 
     ns = profile.name
@@ -165,40 +156,46 @@ def leftovers(profile: Profile) -> list[str]:
 
 def broken(rec: Record) -> tuple[bool, list[str]]:
     """What is wrong with NS, recorded as up: (is its namespace gone, the problems as lines).
-    No problems: it is up as recorded."""
-    from wgns.engine.ops import CreateWireguard
+    No problems: it is up as recorded. Birthplace and daemons are judged as `wgns status` judges
+    them (wgns.features.check.health)."""
     from wgns.features.check import health
     from wgns.system import netns
 
     if not netns.exists(rec.ns):
         return True, [f"namespace {rec.ns} does not exist any more (deleted by hand?)"]
-    problems = health.birthplace_problems(rec)
-    for op in rec.find(CreateWireguard):
-        problem = _device_problem(rec.ns, op)
-        if problem:
-            problems.append(problem)
-    return False, problems
-
-
-def _device_problem(ns: str, op: CreateWireguard) -> str | None:
-    from wgns.engine.ops import link_exists
-    from wgns.wireguard import backends
-
-    if not backends.get(op.backend).alive(op.result):
-        pid = op.result.get("pid")
-        return f"wireguard-go for {op.ifname} (pid {pid}) is not running"
-    if not link_exists(op.ifname, ns=ns):
-        return f"interface {op.ifname} is missing from {ns}"
-    return None
+    dead = _dead_daemons(rec)
+    missing = [
+        f"interface {ifname} is missing from {rec.ns}"
+        for ifname in _wg_ifnames(rec)
+        if ifname not in dead and _missing(rec, ifname)
+    ]
+    return False, health.birthplace_problems(rec) + health.daemon_problems(rec) + missing
 
 
 def broken_ifnames(rec: Record) -> list[str]:
     """The recorded wg interfaces whose device is gone or whose daemon died; all of them when
     the birthplace was replaced since `up` (their UDP sockets live in the old one)."""
-    from wgns.engine.ops import CreateWireguard
     from wgns.features.check import health
 
-    replaced = bool(health.birthplace_problems(rec))
-    return [
-        op.ifname for op in rec.find(CreateWireguard) if replaced or _device_problem(rec.ns, op)
-    ]
+    if health.birthplace_problems(rec):
+        return _wg_ifnames(rec)
+    dead = _dead_daemons(rec)
+    return [i for i in _wg_ifnames(rec) if i in dead or _missing(rec, i)]
+
+
+def _wg_ifnames(rec: Record) -> list[str]:
+    from wgns.engine.ops import CreateWireguard
+
+    return [op.ifname for op in rec.find(CreateWireguard)]
+
+
+def _dead_daemons(rec: Record) -> set[str]:
+    from wgns.features.check import health
+
+    return {d.ifname for d in health.daemons(rec).values() if not d.alive}
+
+
+def _missing(rec: Record, ifname: str) -> bool:
+    from wgns.system.links import link_exists
+
+    return not link_exists(ifname, ns=rec.ns)

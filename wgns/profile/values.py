@@ -231,6 +231,15 @@ def parse_source_net(text: str) -> IPNetwork:
     raise Invalid(f"{show(text)} has host bits set", hint=f"did you mean {fixed}?")
 
 
+def is_ip(text: str) -> bool:
+    """Whether TEXT is an IP address literal (an endpoint's host needing no lookup)."""
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def is_hostname(text: str) -> bool:
     name = text[:-1] if text.endswith(".") else text
     return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in name.split("."))
@@ -249,11 +258,8 @@ def parse_endpoint(text: str) -> Endpoint:
         host, colon, port_text = text.rpartition(":")
         if not colon or not port_text:
             raise Invalid(f"{show(text)} has no port", hint="write HOST:PORT")
-    try:
-        ip_address(host)
-    except ValueError:
-        if not is_hostname(host):
-            raise Invalid(f"{show(host)} is neither an IP address nor a host name") from None
+    if not is_ip(host) and not is_hostname(host):
+        raise Invalid(f"{show(host)} is neither an IP address nor a host name")
     return Endpoint(host=host, port=parse_port(port_text, lo=1))
 
 

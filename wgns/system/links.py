@@ -9,13 +9,18 @@ from wgns.errors import WgnsError
 from wgns.system import netns, rtnl
 
 
+def reason(e: BaseException) -> str:
+    """What a failed netlink request says (an OSError's strerror, which rtnl fills in)."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
 def connect(ns: str | None) -> rtnl.Rtnl:
     """A socket in NS (None: the calling thread's namespace), or a WgnsError saying why not."""
     try:
         return rtnl.Rtnl(ns)
     except OSError as e:
         where = f"namespace {ns}" if ns else "this namespace"
-        raise WgnsError(f"cannot open a netlink socket in {where}: {e.strerror or e}") from None
+        raise WgnsError(f"cannot open a netlink socket in {where}: {reason(e)}") from None
 
 
 def link_exists(ifname: str, *, ns: str | None) -> bool:
@@ -39,6 +44,4 @@ def delete_link(ifname: str, *, ns: str | None) -> bool:
         try:
             return nl.del_link(ifname)
         except (OSError, ValueError) as e:
-            raise WgnsError(
-                f"cannot delete {ifname}: {getattr(e, 'strerror', None) or e}"
-            ) from None
+            raise WgnsError(f"cannot delete {ifname}: {reason(e)}") from None

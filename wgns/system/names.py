@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-IFNAMSIZ = 15
-
 
 def _digest(*parts: str) -> str:
     return blake2b("\0".join(parts).encode(), digest_size=5).hexdigest()

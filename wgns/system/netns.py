@@ -21,7 +21,6 @@ from wgns.system import libc
 from wgns.system.startup import ismount, suppress
 
 CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -93,17 +92,6 @@ def inode_of(name: str | None) -> int:
     """The inode that identifies a network namespace (None: the caller's own)."""
     p = "/proc/thread-self/ns/net" if name is None else path_of(name)
     return posix.stat(p).st_ino
-
-
-def current_inode() -> int:
-    return posix.stat("/proc/thread-self/ns/net").st_ino
-
-
-def list_names() -> list[str]:
-    try:
-        return sorted(e.name for e in posix.scandir(NETNS_RUN_DIR) if ismount(e.path))
-    except FileNotFoundError:
-        return []
 
 
 def _share_run_dir() -> None:

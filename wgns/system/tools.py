@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from wgns.errors import WgnsError
 from wgns.system import netns
@@ -45,7 +45,6 @@ def start(
     *,
     input: str | None = None,
     ns: str | None = None,
-    env: Mapping[str, str] | None = None,
 ) -> Running:
     """Start ARGV (in NS when given) and return at once; INPUT on its stdin, else /dev/null."""
     with netns.entered(ns):
@@ -56,7 +55,6 @@ def start(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=env,
             )
         except FileNotFoundError as e:
             raise WgnsError(f"{argv[0]} is not installed", hint="run scripts/install.sh") from e
@@ -78,10 +76,9 @@ def run(
     input: str | None = None,
     ns: str | None = None,
     check: bool = True,
-    env: Mapping[str, str] | None = None,
 ) -> Completed[str]:
     """Run ARGV to completion (in NS when given); with CHECK, a failure is a WgnsError."""
-    proc = start(argv, input=input, ns=ns, env=env).wait()
+    proc = start(argv, input=input, ns=ns).wait()
     return checked(proc) if check else proc
 
 

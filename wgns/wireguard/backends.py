@@ -178,7 +178,7 @@ class Kernel(WireguardBackend):
             try:
                 nl.add_link(ifname, "wireguard", ns=target)
             except OSError as e:
-                raise WgnsError(str(e.strerror or e)) from None
+                raise WgnsError(links.reason(e)) from None
         return None
 
     def configured_in(self, ns: str, birthplace: str | None) -> str | None:

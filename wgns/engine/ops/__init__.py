@@ -12,13 +12,6 @@ from wgns.engine.ops.netns import AddNetns, WriteNetnsFiles
 from wgns.engine.ops.nft import NftTable
 from wgns.engine.ops.wireguard import ConfigureWireguard, CreateWireguard
 
-# Moved to wgns.system: re-exported until every importer uses those modules
-from wgns.system.links import connect as open_netlink
-from wgns.system.links import delete_link as del_link
-from wgns.system.links import link_exists
-from wgns.system.processes import proc_starttime, process_alive, stop_process
-from wgns.system.tools import checked, run, start
-
 __all__ = [
     "KIND_MODULES",
     "AddNetns",
@@ -32,14 +25,5 @@ __all__ = [
     "Op",
     "RunHook",
     "WriteNetnsFiles",
-    "checked",
-    "del_link",
     "ip_batch",
-    "link_exists",
-    "open_netlink",
-    "proc_starttime",
-    "process_alive",
-    "run",
-    "start",
-    "stop_process",
 ]

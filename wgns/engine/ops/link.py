@@ -38,10 +38,6 @@ def ip_batch(lines: Sequence[str], *, ns: str | None = None) -> None:
         raise WgnsError(f"ip failed{' in namespace ' + ns if ns else ''}: {proc.stderr.strip()}")
 
 
-def _netlink_message(e: BaseException) -> str:
-    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-
-
 @dataclass(kw_only=True)
 class MoveLink(Op):
     # not beside_background: the daemon must be up (see CreateWireguard.finish)
@@ -87,7 +83,7 @@ class MoveLink(Op):
             return
         thread.join()
         if self._failed:
-            raise WgnsError(_netlink_message(self._failed.pop(0)))
+            raise WgnsError(links.reason(self._failed.pop(0)))
 
 
 @dataclass(kw_only=True)
@@ -131,7 +127,7 @@ class ConfigureLink(Op):
                 for prefix, table in self.routes:
                     nl.replace_route(prefix, self.ifname, table=table)
         except OSError as e:
-            raise WgnsError(f"{e.strerror or e} (in namespace {self.ns})") from None
+            raise WgnsError(f"{links.reason(e)} (in namespace {self.ns})") from None
 
 
 @dataclass(kw_only=True)

@@ -106,4 +106,4 @@ def netns_links(ns: str) -> dict[str, bool]:
 
 
 def fix_hint(ns: str) -> str:
-    return f"take it down and up again: `wgns down {ns}`, then `wgns up` its profile"
+    return f"`wgns up` its profile repairs it (or says what it cannot); or `wgns down {ns}`"

@@ -158,24 +158,31 @@ def listing(ns: str | None) -> list[dict[str, Any]]:
             if ns is not None:
                 raise WgnsError(f"{name} is not managed by wgns")
             continue
-        fwds = forwards_of(rec)
-        if not fwds:
-            continue
-        veth = veth_addresses(name) if netns.exists(name) else None
-        for f in fwds:
-            relay = _relay_of(rec, spec.key_of(f))
-            row: dict[str, Any] = {
-                "ns": name,
-                **spec.to_json(f),
-                "nat_target": f"{veth[1]}:{f.ns_port}" if veth and spec.nat_sources(f) else None,
-                "veth": {"host": veth[0], "ns": veth[1]} if veth else None,
-                "relay": None,
+        out += rows_of(name, rec)
+    return out
+
+
+def rows_of(name: str, rec: state.Record) -> list[dict[str, Any]]:
+    """The forwards of namespace NAME (its record REC), one row each, with where it is served."""
+    fwds = forwards_of(rec)
+    if not fwds:
+        return []
+    veth = veth_addresses(name) if netns.exists(name) else None
+    out: list[dict[str, Any]] = []
+    for f in fwds:
+        relay = _relay_of(rec, spec.key_of(f))
+        row: dict[str, Any] = {
+            "ns": name,
+            **spec.to_json(f),
+            "nat_target": f"{veth[1]}:{f.ns_port}" if veth and spec.nat_sources(f) else None,
+            "veth": {"host": veth[0], "ns": veth[1]} if veth else None,
+            "relay": None,
+        }
+        if relay is not None:
+            row["relay"] = {
+                "pid": relay.result.get("pid"),
+                "alive": relay.alive(),
+                "log": relay.result.get("log"),
             }
-            if relay is not None:
-                row["relay"] = {
-                    "pid": relay.result.get("pid"),
-                    "alive": relay.alive(),
-                    "log": relay.result.get("log"),
-                }
-            out.append(row)
+        out.append(row)
     return out

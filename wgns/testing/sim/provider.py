@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from wgns.testing.sandbox import Sandbox
-from wgns.testing.sim.capture import Capture, Packet, parse_pcap
+from wgns.testing.sim.capture import Capture
 from wgns.testing.sim.readiness import wait_ready, wait_settled
 from wgns.testing.sim.topology import (
     HOST_UPLINK,
@@ -51,14 +51,8 @@ __all__ = [
     "ISP_V6",
     "WEB_V4",
     "WEB_V6",
-    "Capture",
-    "Client",
-    "Packet",
     "Provider",
-    "ProviderError",
-    "Server",
     "build_provider",
-    "parse_pcap",
 ]
 
 _HERE = Path(__file__).resolve().parent

@@ -31,7 +31,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from wgns.testing.sandbox import SANDBOX_DIR, SandboxError
+from wgns.testing.isolation import SANDBOX_DIR
+from wgns.testing.sandbox import SandboxError
 
 SIM_DIR = f"{SANDBOX_DIR}/sim"
 WG_PORT = 51820
