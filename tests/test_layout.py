@@ -27,11 +27,12 @@ LAYERS: dict[str, int] = {
     "wgns.engine": 4,
     "wgns.features": 5,
     "wgns.lifecycle": 6,
-    "wgns.testing": 7,  # the sandbox and the simulated provider: for tests and `wgns demo`
-    "wgns.commands": 8,
-    "wgns.cli": 8,
-    "wgns.__main__": 8,
-    "wgns": 8,  # wgns/__init__.py: the version only
+    "wgns.integrations": 7,  # systemd: units, confinement drop-ins, the watchdog's service
+    "wgns.testing": 8,  # the sandbox and the simulated provider: for tests and `wgns demo`
+    "wgns.commands": 9,
+    "wgns.cli": 9,
+    "wgns.__main__": 9,
+    "wgns": 9,  # wgns/__init__.py: the version only
 }
 
 
