@@ -3,6 +3,8 @@ once the last one lets go (on files standing in for /proc/sys)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,45 @@ def test_a_key_whose_interface_is_gone_is_forgotten(fake_proc: Path) -> None:
     sysctl.path_of(key).parent.rmdir()  # the interface went away
     sysctl.release(key, "vpn")
     assert sysctl.holders(key) == [] and not (fake_proc / "claims").exists()
+
+
+def _blocked_waiters() -> int:
+    """Blocked flock waiters on the machine (/proc/locks marks them with "->")."""
+    with open("/proc/locks") as f:
+        return sum("->" in line for line in f)
+
+
+def test_a_waiter_on_the_removed_lock_file_does_not_join_a_newcomer(fake_proc: Path) -> None:
+    # The lock file is removed on release. A waiter blocked on it used to get the lock on the
+    # unlinked file while a newcomer locked a fresh file: two holders at once.
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def hold(seconds: float) -> None:
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(seconds)
+        with guard:
+            inside -= 1
+
+    def waiter() -> None:
+        with sysctl._locked():
+            hold(0.3)
+
+    before = _blocked_waiters()
+    t = threading.Thread(target=waiter)
+    with sysctl._locked():
+        t.start()
+        deadline = time.monotonic() + 10
+        while _blocked_waiters() <= before:  # the thread waits on the file about to go
+            assert time.monotonic() < deadline, "the waiter never blocked on the lock"
+            time.sleep(0.005)
+    with sysctl._locked():  # the newcomer, right after the release
+        hold(0.3)
+    t.join(10)
+    assert not t.is_alive()
+    assert most == 1
+    assert not (fake_proc / "claims.lock").exists()

@@ -40,15 +40,35 @@ def forwarding_key(dev: str) -> str:
 
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """The claims lock. Its file is removed on the way out (nothing of wgns stays in /run), so
+    a waiter may get the lock on a file already unlinked while a newcomer locks a new one: the
+    waiter sees that the path no longer names its file and tries again (as state.locked)."""
+    while True:
+        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue  # /run/wgns removed between the mkdir and the open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(LOCK_FILE).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            LOCK_FILE.unlink()
+        try:  # unlinked while still held: a waiter on this file then sees it is gone
+            with contextlib.suppress(OSError):
+                LOCK_FILE.unlink()
+        finally:
+            os.close(fd)
 
 
 def _holders_dir(key: str) -> Path:
