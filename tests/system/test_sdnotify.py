@@ -58,13 +58,15 @@ def test_the_environment_of_a_real_process_is_used(listener: tuple[socket.socket
     service) reaches the socket, and the kernel says which process sent it."""
     sock, path = listener
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    code = "from wgns.system import sdnotify; raise SystemExit(0 if sdnotify.notify(ready=1) else 3)"
+    code = (
+        "from wgns.system import sdnotify; raise SystemExit(0 if sdnotify.notify(ready=1) else 3)"
+    )
     env = {**os.environ, "NOTIFY_SOCKET": path, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", code], env=env)
     assert child.wait(timeout=30) == 0
     data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
     assert data == b"READY=1\n"
-    (level, kind, creds), = ancillary
+    ((level, kind, creds),) = ancillary
     assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
     assert int.from_bytes(creds[:4], sys.byteorder) == child.pid
 
