@@ -52,8 +52,9 @@ def _first_answer_after(path: Path, since: float, timeout: float) -> float | Non
     return None
 
 
-def one_round(sb: Provider, sandbox: Sandbox, client_key: str, addrs: list[str],
-              outage: float, out: Path) -> float | None:  # fmt: skip
+def one_round(
+    sb: Provider, sandbox: Sandbox, client_key: str, addrs: list[str], outage: float, out: Path
+) -> float | None:
     out.write_text("")
     with out.open("w") as f:
         pinger = sandbox.popen(
@@ -101,8 +102,12 @@ def main() -> int:
                     if mode == "baseline":
                         sb.run([*wgns, "up", profile, "--name", NS], env=env, cwd=REPO_ROOT)
                     else:
-                        fg = sb.popen([*wgns, "up", "--foreground", profile, "--name", NS],
-                                      env=env, cwd=REPO_ROOT, stderr=subprocess.DEVNULL)  # fmt: skip
+                        fg = sb.popen(
+                            [*wgns, "up", "--foreground", profile, "--name", NS],
+                            env=env,
+                            cwd=REPO_ROOT,
+                            stderr=subprocess.DEVNULL,
+                        )
                         deadline = time.monotonic() + 30
                         while not sb.path(f"/run/wgns/{NS}.json").exists():
                             assert time.monotonic() < deadline and fg.poll() is None
@@ -118,21 +123,31 @@ def main() -> int:
                         fg.wait(30)
                     else:
                         sb.run([*wgns, "down", NS], env=env, cwd=REPO_ROOT)
-                print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                    f"{m} {results[m][-1]:.2f}s" if results[m] else m for m in order
-                ), file=sys.stderr)  # fmt: skip
+                print(
+                    f"round {r + 1}/{args.rounds}: "
+                    + ", ".join(f"{m} {results[m][-1]:.2f}s" if results[m] else m for m in order),
+                    file=sys.stderr,
+                )
         finally:
-            sb.run([sys.executable, "-m", "wgns", "down", NS], env=sb.python_env(),
-                   cwd=REPO_ROOT, check=False)  # fmt: skip
+            sb.run(
+                [sys.executable, "-m", "wgns", "down", NS],
+                env=sb.python_env(),
+                cwd=REPO_ROOT,
+                check=False,
+            )
             p.close()
-    print(f"recovery after an outage of {args.outage:.0f}s with the session lost, "
-          f"{args.rounds} rounds (time from link up + route back to the first ping answered):")  # fmt: skip
+    print(
+        f"recovery after an outage of {args.outage:.0f}s with the session lost, "
+        f"{args.rounds} rounds (time from link up + route back to the first ping answered):"
+    )
     summary = {}
     for mode, ts in results.items():
         if ts:
             med, worst = statistics.median(ts), max(ts)
-            print(f"  {mode:9s} median {med:6.2f} s   max {worst:6.2f} s   "
-                  f"(no answer within 30 s: {lost[mode]})")  # fmt: skip
+            print(
+                f"  {mode:9s} median {med:6.2f} s   max {worst:6.2f} s   "
+                f"(no answer within 30 s: {lost[mode]})"
+            )
             summary[mode] = {"median": med, "max": worst, "all": ts, "lost": lost[mode]}
     if results["wgns"] and results["baseline"]:
         ratio = statistics.median(results["baseline"]) / max(

@@ -90,13 +90,33 @@ def test_the_unit_says_what_the_contract_says(tmp_path: Path) -> None:
     # nothing that gives the service a mount namespace of its own: the /run/netns/NS and
     # /run/wgns/view/NS/etc mounts wgns makes must be seen by the whole system
     private = {
-        "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateMounts", "PrivateDevices",
-        "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
-        "ProtectControlGroups", "ProtectProc", "ProcSubset", "ReadOnlyPaths", "ReadWritePaths",
-        "InaccessiblePaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths",
-        "RootDirectory", "RootImage", "MountFlags", "PrivateNetwork", "NetworkNamespacePath",
-        "PrivateUsers", "DynamicUser", "ProtectHostname", "RestrictNamespaces",
-    }  # fmt: skip
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateMounts",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectProc",
+        "ProcSubset",
+        "ReadOnlyPaths",
+        "ReadWritePaths",
+        "InaccessiblePaths",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "RootDirectory",
+        "RootImage",
+        "MountFlags",
+        "PrivateNetwork",
+        "NetworkNamespacePath",
+        "PrivateUsers",
+        "DynamicUser",
+        "ProtectHostname",
+        "RestrictNamespaces",
+    }
     assert not private & set(d)
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from tests.lifecycle.test_lifecycle import NS, curl, status, write_profile
 from wgns.system import names
-from wgns.testing.sandbox import SANDBOX_TMP, REPO_ROOT, Sandbox
+from wgns.testing.sandbox import REPO_ROOT, SANDBOX_TMP, Sandbox
 from wgns.testing.sim import Provider
 
 UNIT = Path(REPO_ROOT) / "scripts" / "systemd" / "wgns@.service.in"
@@ -295,8 +295,9 @@ def test_a_host_name_endpoint_that_moves_is_followed(
     sandbox.write_file("/etc/hosts", f"127.0.0.1 localhost\n{moved} {server.hostname}\n")
     sandbox.run(["ip", "-n", server.netns, "addr", "del", f"{server.uplink_v4}/24", "dev", "eth0"])
     sandbox.run(["ip", "-n", server.netns, "route", "replace", "default", "via", server.isp_v4])
-    pinger = sandbox.popen(["ping", "-i", "0.2", "-W", "1", provider.web_v4], netns=NS,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+    pinger = sandbox.popen(
+        ["ping", "-i", "0.2", "-W", "1", provider.web_v4], netns=NS, stdout=subprocess.DEVNULL
+    )
     try:
         line = fg.wait_log(f"now resolves to {moved}", timeout=60)
         assert server.hostname in line

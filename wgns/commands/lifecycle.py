@@ -194,8 +194,10 @@ def foreground(ref: str, *, name: str | None, backend: str | None) -> int:
         if stop.signum is None:
             watcher = watch.Watcher(profile, load)
             sdnotify.notify(ready=1, status=f"{ns} is up")
-            print(f"wgns: {ns}: watching its tunnel (SIGTERM or Ctrl-C takes it down)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"wgns: {ns}: watching its tunnel (SIGTERM or Ctrl-C takes it down)",
+                file=sys.stderr,
+            )
             outcome = watcher.run(stop)
         if outcome == watch.TAKEN_DOWN:
             raise Gone(f"{ns} was taken down by someone else", hint=f"wgns up {ref}")

@@ -244,8 +244,9 @@ class Watcher:
             if device is None:
                 continue
             for p in device.peers:
-                s = PeerSample(ifname, p.public_key, p.endpoint, p.latest_handshake,
-                               p.rx_bytes, p.tx_bytes)  # fmt: skip
+                s = PeerSample(
+                    ifname, p.public_key, p.endpoint, p.latest_handshake, p.rx_bytes, p.tx_bytes
+                )
                 out.append(s)
                 self._peers.setdefault((ifname, p.public_key), _Peer()).traffic.update(
                     p.rx_bytes, p.tx_bytes, now
@@ -280,8 +281,9 @@ class Watcher:
             memory.last_resolved = now
             host, port = peer.endpoint.host, peer.endpoint.port
             try:
-                address = probe.resolve_host(host, port, where=rec.birthplace,
-                                             timeout=RESOLVE_TIMEOUT)  # fmt: skip
+                address = probe.resolve_host(
+                    host, port, where=rec.birthplace, timeout=RESOLVE_TIMEOUT
+                )
             except WgnsError as e:
                 log.info("wgns: %s: %s (%s): %s", self.ns, host, why, e.message)
                 continue
@@ -371,8 +373,13 @@ class Watcher:
                     return False
                 watchnet.kick(backend, ifname, config, rec.ns, keys, endpoints=endpoints)
         except WgnsError as e:
-            log.info("wgns: %s: %s: cannot renew the handshake of %s: %s", self.ns, what,
-                     ifname, e.message)  # fmt: skip
+            log.info(
+                "wgns: %s: %s: cannot renew the handshake of %s: %s",
+                self.ns,
+                what,
+                ifname,
+                e.message,
+            )
             return False
         return True
 
