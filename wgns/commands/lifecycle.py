@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from wgns.errors import WgnsError
+from wgns.errors import UsageError, WgnsError
 from wgns.system import netns
+
+if TYPE_CHECKING:
+    from wgns.lifecycle.up import UpResult
+    from wgns.profile.model import Profile
 
 
 def register(
@@ -40,6 +45,14 @@ def register(
         action="store_true",
         help="print the plan (one line per operation, no secrets) and change nothing",
     )
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground: bring it up (a namespace already up is adopted, a broken "
+        "one repaired), tell systemd it is ready (READY=1 on $NOTIFY_SOCKET), then watch and "
+        "repair the tunnel in place until SIGTERM or Ctrl-C, and take it down; what "
+        "wgns@.service runs (docs/systemd.md)",
+    )
     p.set_defaults(func=cmd_up)
 
     d = sub.add_parser(
@@ -56,6 +69,14 @@ def register(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.foreground:
+        for option in ("dry_run", "reload"):
+            if getattr(args, option):
+                raise UsageError(
+                    f"--foreground and --{option.replace('_', '-')} do not go together",
+                    hint="`wgns up --reload NS` reloads a namespace a --foreground wgns watches",
+                )
+        return foreground(args.profile, name=args.name, backend=args.backend)
     if args.dry_run:
         return dry_run(args.profile, name=args.name, backend=args.backend, reload=args.reload)
     return up(args.profile, name=args.name, backend=args.backend, reload=args.reload)
@@ -87,7 +108,12 @@ def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
     from wgns.lifecycle import up as lifecycle
 
     profile = lifecycle.load(ref, name=name, backend=backend)
-    result = lifecycle.up(profile, reload=reload)
+    report_up(lifecycle.up(profile, reload=reload))
+    return 0
+
+
+def report_up(result: UpResult) -> None:
+    """The line `wgns up` prints for RESULT."""
     ns = result.ns
     if result.outcome == "already up":
         print(
@@ -105,7 +131,6 @@ def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
             )
         else:
             print(f"wgns: {ns} is up {what}", file=sys.stderr)
-    return 0
 
 
 def down(ns: str) -> int:
@@ -140,3 +165,46 @@ def down(ns: str) -> int:
             hint="fix the hook in the profile",
         )
     return 0
+
+
+EXIT_GONE = 3  # wgns@.service's RestartPreventExitStatus: someone else took it down
+
+
+class Gone(WgnsError):
+    """The namespace a --foreground wgns watched was taken down or deleted by someone else."""
+
+    exit_code = EXIT_GONE
+
+
+def foreground(ref: str, *, name: str | None, backend: str | None) -> int:
+    """`wgns up --foreground`: up (adopt, repair), READY=1, the health loop, then down."""
+    from wgns.lifecycle import up as lifecycle
+    from wgns.lifecycle import watch
+    from wgns.system import sdnotify
+
+    def load() -> Profile:
+        return lifecycle.load(ref, name=name, backend=backend)
+
+    with watch.signals() as stop:  # from before `up`: a SIGTERM now is a `down` after it
+        profile = load()
+        result = lifecycle.up(profile)
+        report_up(result)
+        ns = result.ns
+        outcome = watch.STOPPED
+        if stop.signum is None:
+            watcher = watch.Watcher(profile, load)
+            sdnotify.notify(ready=1, status=f"{ns} is up")
+            print(
+                f"wgns: {ns}: watching its tunnel (SIGTERM or Ctrl-C takes it down)",
+                file=sys.stderr,
+            )
+            outcome = watcher.run(stop)
+        if outcome == watch.TAKEN_DOWN:
+            raise Gone(f"{ns} was taken down by someone else", hint=f"wgns up {ref}")
+        sdnotify.notify(stopping=1, status=f"taking {ns} down")
+        rc = down(ns)  # signals stay noted, not raised: the teardown is never cut short
+    if outcome == watch.DELETED:
+        raise Gone(
+            f"{ns} was deleted outside wgns (its remains are cleared)", hint=f"wgns up {ref}"
+        )
+    return rc

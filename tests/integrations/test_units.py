@@ -1,0 +1,189 @@
+"""wgns.integrations.systemd.units: the rendered wgns@.service passes `systemd-analyze verify`,
+says what docs/systemd.md promises, and the installer writes the files with their modes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wgns.integrations.systemd import units
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _launcher(tmp_path: Path) -> str:
+    """An executable standing in for /usr/local/bin/wgns (verify checks ExecStart= exists)."""
+    path = tmp_path / "bin" / "wgns"
+    path.parent.mkdir()
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def _verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze verify UNIT` with UNIT_DIR (then the built-in paths) as the unit path:
+    works without systemd running (the machine has systemd installed, not as PID 1)."""
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:", "SYSTEMD_LOG_LEVEL": "notice"}
+    return subprocess.run(
+        ["systemd-analyze", "verify", unit],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=unit_dir,
+        timeout=60,
+        check=False,
+    )
+
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+@needs_analyze
+def test_the_rendered_instance_verifies_clean(tmp_path: Path) -> None:
+    wgns = _launcher(tmp_path)
+    units.install(wgns, tmp_path / "units", tmp_path / "gen")
+    r = _verify(tmp_path / "units", "wgns@media.service")
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+@needs_analyze
+def test_verify_does_complain_about_a_broken_unit(tmp_path: Path) -> None:
+    """The check above can fail: an unknown key, a missing launcher are reported."""
+    units.install(_launcher(tmp_path), tmp_path / "units", tmp_path / "gen")
+    unit = tmp_path / "units" / "wgns@.service"
+    unit.write_text(unit.read_text().replace("KillMode=mixed", "KillMode=mixed\nKilMode=all"))
+    r = _verify(tmp_path / "units", "wgns@media.service")
+    assert "KilMode" in r.stdout + r.stderr
+    units.install(str(tmp_path / "nowhere" / "wgns"), tmp_path / "units", tmp_path / "gen")
+    r = _verify(tmp_path / "units", "wgns@media.service")
+    assert r.returncode != 0 and "not executable" in r.stdout + r.stderr
+
+
+def test_the_unit_says_what_the_contract_says(tmp_path: Path) -> None:
+    (unit, *_) = units.install("/usr/local/bin/wgns", tmp_path / "u", tmp_path / "g")
+    d = _directives(unit.read_text())
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+    assert d["ExecStart"] == ["/usr/local/bin/wgns up --foreground %i"]
+    assert d["ExecReload"] == ["/usr/local/bin/wgns up --reload %i"]
+    assert d["KillMode"] == ["mixed"]
+    assert d["Wants"] == ["network-online.target"]
+    assert "network-online.target" in d["After"][0].split()
+    assert d["WantedBy"] == ["multi-user.target"]
+    assert d["Restart"] == ["on-failure"] and "WatchdogSec" in d
+    # nothing that gives the service a mount namespace of its own: the /run/netns/NS and
+    # /run/wgns/view/NS/etc mounts wgns makes must be seen by the whole system
+    private = {
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateMounts",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectProc",
+        "ProcSubset",
+        "ReadOnlyPaths",
+        "ReadWritePaths",
+        "InaccessiblePaths",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "RootDirectory",
+        "RootImage",
+        "MountFlags",
+        "PrivateNetwork",
+        "NetworkNamespacePath",
+        "PrivateUsers",
+        "DynamicUser",
+        "ProtectHostname",
+        "RestrictNamespaces",
+    }
+    assert not private & set(d)
+
+
+def test_install_writes_the_unit_and_the_generator_with_their_modes(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    shutil.copy(units.TEMPLATES / units.UNIT_TEMPLATE, templates)
+    (templates / units.GENERATOR_TEMPLATE).write_text(
+        '#!/bin/sh\nexec @WGNS@ systemd-generator "$@"\n'
+    )
+    unit_dir, gen_dir = tmp_path / "a" / "system", tmp_path / "b" / "system-generators"
+    old = os.umask(0o077)  # modes are the files' own, not the installer's umask
+    try:
+        written = units.install("/opt/wgns/bin/wgns", unit_dir, gen_dir, templates=templates)
+    finally:
+        os.umask(old)
+    assert written == [unit_dir / "wgns@.service", gen_dir / "wgns-generator"]
+    assert stat.S_IMODE(written[0].stat().st_mode) == 0o644
+    assert stat.S_IMODE(written[1].stat().st_mode) == 0o755
+    assert "/opt/wgns/bin/wgns up --foreground %i" in written[0].read_text()
+    assert written[1].read_text() == '#!/bin/sh\nexec /opt/wgns/bin/wgns systemd-generator "$@"\n'
+    assert sorted(p.name for p in unit_dir.iterdir()) == ["wgns@.service"]  # no temporary left
+    # without the generator's template, only the unit
+    (templates / units.GENERATOR_TEMPLATE).unlink()
+    assert units.install("/w", tmp_path / "c", tmp_path / "d", templates=templates) == [
+        tmp_path / "c" / "wgns@.service"
+    ]
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_launcher_path_systemd_would_misread_is_refused(tmp_path: Path) -> None:
+    for bad in ("wgns", "/opt/my wgns/wgns", "/opt/100%/wgns"):
+        with pytest.raises(ValueError):
+            units.install(bad, tmp_path / "u", tmp_path / "g")
+    assert not (tmp_path / "u").exists()
+
+
+def test_the_command_line_installs_and_prints_the_paths(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wgns.integrations.systemd.units",
+            "--wgns",
+            "/usr/local/bin/wgns",
+            "--unit-dir",
+            str(tmp_path / "u"),
+            "--generator-dir",
+            str(tmp_path / "g"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=True,
+    )
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(tmp_path / "u" / "wgns@.service")
+    assert all(Path(line).exists() for line in lines)
+    bad = subprocess.run(
+        [sys.executable, "-m", "wgns.integrations.systemd.units", "--wgns", "relative"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 1 and "absolute path" in bad.stderr
