@@ -189,3 +189,29 @@ def test_dry_run_prints_the_view(sandbox: Sandbox, provider: Provider, wgns: Any
     assert len(lines) == 1
     assert f"lowerdir=/run/wgns/view/{NS}/netns:/etc" in lines[0] and VIEW in lines[0]
     assert _mount_of(sandbox, VIEW) == ""
+
+
+def test_up_repairs_a_view_unmounted_by_hand(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    before = sandbox.settled_snapshot()
+    profile = _profile(sandbox, provider.client_conf())
+    wgns("up", profile, "--name", NS)
+    try:
+        pids = sandbox.pids()
+        sandbox.run(["umount", VIEW])
+        assert _mount_of(sandbox, VIEW) == ""
+        dry = wgns("up", profile, "--name", NS, "--dry-run")
+        assert "overlay" in dry.stdout and _mount_of(sandbox, VIEW) == ""
+        out = wgns("up", profile, "--name", NS)
+        assert "repaired" in out.stderr and f"{VIEW} is not mounted" in out.stderr
+        assert _mount_of(sandbox, VIEW).startswith("overlay ")
+        assert sandbox.read_text(f"{VIEW}/resolv.conf") == sandbox.read_text(
+            f"/etc/netns/{NS}/resolv.conf"
+        )
+        assert sandbox.pids() == pids  # the tunnel was not touched: same wireguard-go
+        assert "already up" in wgns("up", profile, "--name", NS).stderr
+    finally:
+        wgns("down", NS)
+    assert _mount_of(sandbox, VIEW) == "" and not sandbox.path("/run/wgns/view").exists()
+    assert not snapshot_diff(before, sandbox.settled_snapshot())

@@ -153,10 +153,11 @@ class MountEtcView(Op):
                 "whose record was removed?)",
                 hint=f"`umount {etc_of(self.ns)}`, then `wgns up` again",
             )
-        wanted = (VIEW_ROOT, dir_of(self.ns), top_of(self.ns), etc_of(self.ns))
+        wanted = (dir_of(self.ns), top_of(self.ns), etc_of(self.ns))
         self.result["made"] = [d for d in wanted if not os.path.lexists(d)]
 
     def apply(self, ctx: Context) -> None:
+        os.makedirs(VIEW_ROOT, 0o755, exist_ok=True)  # shared: removed by the last view's undo
         for d in self.result.get("made", []):
             os.mkdir(d, 0o755)
         top = top_of(self.ns)
@@ -183,8 +184,8 @@ class MountEtcView(Op):
         for name in self.files:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{top}/{name}")
-        for d in reversed(self.result.get("made", [])):
-            with contextlib.suppress(FileNotFoundError, OSError):
+        for d in [*reversed(self.result.get("made", [])), VIEW_ROOT]:
+            with contextlib.suppress(OSError):
                 os.rmdir(d)  # only when empty: another namespace's view stays
 
 

@@ -198,8 +198,6 @@ def remove(unit_arg: str, *, unit_dir: str = UNIT_DIR, profile_dir: str | None =
     path = dropin_path(unit, unit_dir)
     text = _read(path)
     if text is None or confined_to(text) is None:
-        from wgns.integrations.systemd.generator import profiles_confining
-
         listed = profiles_confining(unit, profile_dir)
         if listed:
             return [
@@ -225,3 +223,44 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
+
+ENV_PROFILE_DIR = "WGNS_PROFILE_DIR"
+
+
+def profile_dir(override: str | None = None) -> str:
+    return override or os.environ.get(ENV_PROFILE_DIR) or profile_load.ETC_DIR
+
+
+def candidates(directory: str) -> list[Path]:
+    """The TOML profiles of DIRECTORY that may have a ``units`` key (a cheap text check first:
+    the generator runs at every boot and daemon-reload)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not name.endswith(".toml") or name.startswith("."):
+            continue
+        path = Path(directory, name)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b"units"  # let the loader say why, as a skipped profile
+        if b"units" in data:
+            out.append(path)
+    return out
+
+
+def profiles_confining(unit: str, directory: str | None = None) -> list[str]:
+    """The profiles whose ``units`` list UNIT (for `wgns confine --remove`)."""
+    out = []
+    for path in candidates(profile_dir(directory)):
+        try:
+            profile = profile_load.load_profile(str(path))
+        except WgnsError:
+            continue
+        if unit in profile.units:
+            out.append(str(path))
+    return out

@@ -12,45 +12,19 @@ directory listing and the profiles' first bytes.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from wgns.errors import WgnsError
 from wgns.integrations.systemd.confine import (
     DROPIN_NAME,
+    candidates,
     check_profile,
     dropin_text,
+    profile_dir,
     write_atomically,
 )
 from wgns.profile import load as profile_load
-
-ENV_PROFILE_DIR = "WGNS_PROFILE_DIR"
-
-
-def profile_dir(override: str | None = None) -> str:
-    return override or os.environ.get(ENV_PROFILE_DIR) or profile_load.ETC_DIR
-
-
-def _candidates(directory: str) -> list[Path]:
-    """The TOML profiles of DIRECTORY that may have a ``units`` key (a cheap text check first:
-    the generator runs at every boot and daemon-reload)."""
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        if not name.endswith(".toml") or name.startswith("."):
-            continue
-        path = Path(directory, name)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            data = b"units"  # let the loader say why, as a skipped profile
-        if b"units" in data:
-            out.append(path)
-    return out
 
 
 def confinements(directory: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
@@ -60,7 +34,7 @@ def confinements(directory: str) -> tuple[dict[str, tuple[str, str]], list[str]]
     found: dict[str, tuple[str, str]] = {}
     problems: list[str] = []
     claimed_twice: set[str] = set()
-    for path in _candidates(directory):
+    for path in candidates(directory):
         try:
             profile = profile_load.load_profile(str(path))
             if profile.units:
@@ -78,19 +52,6 @@ def confinements(directory: str) -> tuple[dict[str, tuple[str, str]], list[str]]
     for unit in claimed_twice:
         found.pop(unit, None)
     return found, problems
-
-
-def profiles_confining(unit: str, directory: str | None = None) -> list[str]:
-    """The profiles whose ``units`` list UNIT (for `wgns confine --remove`)."""
-    out = []
-    for path in _candidates(profile_dir(directory)):
-        try:
-            profile = profile_load.load_profile(str(path))
-        except WgnsError:
-            continue
-        if unit in profile.units:
-            out.append(str(path))
-    return out
 
 
 def generate(normal: str, directory: str | None = None) -> tuple[list[Path], list[str]]:
