@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "shell": "wgns.commands.exec",
     "check": "wgns.commands.check",
     "forward": "wgns.commands.forward",
+    "confine": "wgns.commands.confine",
+    "systemd-generator": "wgns.commands.confine",
     "demo": "wgns.commands.demo",
 }
 

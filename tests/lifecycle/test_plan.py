@@ -26,6 +26,7 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.engine.plan import render
+from wgns.features.etcview import MountEtcView
 from wgns.features.forward import spec as forward_spec
 from wgns.lifecycle.ops import DownHook
 from wgns.lifecycle.plan import Facts, plan_up, routes_for
@@ -143,6 +144,13 @@ def test_the_plan_order_is_safe_for_every_shape(shape: tuple[bool, ...]) -> None
     if kernel:
         assert not any(isinstance(op, CreateWireguard) and op.target != NS for op in ops)
 
+    # the /etc view (what confined units bind over /etc): mounted right after the /etc/netns
+    # files are written, with the same files, once
+    writes = [i for i, op in enumerate(ops) if isinstance(op, WriteNetnsFiles)]
+    views = [i for i, op in enumerate(ops) if isinstance(op, MountEtcView)]
+    assert len(writes) == 1 and views == [writes[0] + 1]
+    assert ops[views[0]].files == facts.netns_files  # type: ignore[attr-defined]
+
     # the kill switch before the first address, route or link up
     carriers = [i for i, op in enumerate(ops) if isinstance(op, ConfigureLink | LinkUp)]
     tables = [i for i, op in enumerate(ops) if isinstance(op, NftTable)]
@@ -226,6 +234,7 @@ def test_the_plain_userspace_plan_in_full() -> None:
         CreateWireguard,
         AddNetns,
         WriteNetnsFiles,
+        MountEtcView,
         MoveLink,
         NftTable,
         ConfigureWireguard,
@@ -234,7 +243,7 @@ def test_the_plain_userspace_plan_in_full() -> None:
     link = ops[-1]
     assert isinstance(link, ConfigureLink)
     assert link.routes == [["0.0.0.0/0", None], ["::/0", None]]
-    assert isinstance(ops[4], NftTable) and "delete table" not in ops[4].ruleset
+    assert isinstance(ops[5], NftTable) and "delete table" not in ops[5].ruleset
 
 
 def test_table_off_has_no_routes_and_a_table_number_is_kept() -> None:

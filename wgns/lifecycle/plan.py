@@ -25,6 +25,7 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.features import killswitch
+from wgns.features.etcview import MountEtcView
 from wgns.profile.model import Hook, HookWhen, Interface, Profile
 from wgns.system import names
 from wgns.wireguard import backends
@@ -184,6 +185,8 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         ops.append(kill_switch)
     if facts.netns_files:
         ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
+        # the view a confined unit binds over /etc (wgns.features.etcview)
+        ops.append(MountEtcView(ns=ns, files=dict(facts.netns_files)))
     for iface in profile.interfaces:
         ops.extend(run_hooks(profile, "pre-up", iface))
         if not early:

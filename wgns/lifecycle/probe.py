@@ -169,7 +169,22 @@ def broken(rec: Record) -> tuple[bool, list[str]]:
         for ifname in _wg_ifnames(rec)
         if ifname not in dead and _missing(rec, ifname)
     ]
-    return False, health.birthplace_problems(rec) + health.daemon_problems(rec) + missing
+    view = [f"its /etc view {etcview_of(rec)} is not mounted"] if view_missing(rec) else []
+    return False, health.birthplace_problems(rec) + health.daemon_problems(rec) + missing + view
+
+
+def etcview_of(rec: Record) -> str:
+    from wgns.features import etcview
+
+    return etcview.etc_of(rec.ns)
+
+
+def view_missing(rec: Record) -> bool:
+    """REC's `up` mounted an /etc view (wgns.features.etcview) and it is not mounted now."""
+    from wgns.features import etcview
+
+    mounts = [op for op in rec.find(etcview.MountEtcView) if op.ns == rec.ns]
+    return bool(mounts) and not etcview.mounted(rec.ns)
 
 
 def broken_ifnames(rec: Record) -> list[str]:

@@ -5,7 +5,8 @@ forwards) is refused by name before anything changes. Afterwards the record desc
 state exactly: the changes are journaled like `up`'s ops, so `down` undoes them too.
 
 Order: the kill switch (added or replaced) first, before anything new can carry traffic; then
-links (what goes is removed before what comes is added), DNS files, and the peers last (the one
+links (what goes is removed before what comes is added), DNS files (and their copies in the /etc
+view, rewritten in place: see wgns.features.etcview), and the peers last (the one
 change that cannot be undone: old keys are never recorded); a kill switch turned off is removed
 once all that is done.
 """
@@ -19,7 +20,7 @@ from wgns.engine import state
 from wgns.engine.executor import Executor
 from wgns.engine.ops import ConfigureLink, NftTable, Op, WriteNetnsFiles
 from wgns.errors import WgnsError
-from wgns.features import killswitch
+from wgns.features import etcview, killswitch
 from wgns.lifecycle.ops import DownHook, ReconfigureLink, ReplaceNftTable, SyncWireguard
 from wgns.lifecycle.plan import (
     Facts,
@@ -155,6 +156,12 @@ def plan_reload(profile: Profile, rec: state.Record, facts: Facts) -> ReloadPlan
         old_files = files.files if files is not None else {}
         changed = [n for n, text in facts.netns_files.items() if old_files.get(n) != text]
         result.changes.append(f"/etc/netns/{ns}/{{{','.join(changed)}}} rewritten")
+    if facts.netns_files and _last(journal, etcview.MountEtcView, ns=ns) is None:
+        # up by a wgns without the view: it gets one now
+        result.ops.append(etcview.MountEtcView(ns=ns, files=dict(facts.netns_files)))
+        result.changes.append(f"/etc view mounted at {etcview.etc_of(ns)}")
+    elif facts.netns_files and (files is None or files.files != facts.netns_files):
+        result.ops.append(etcview.UpdateEtcView(ns=ns, files=dict(facts.netns_files)))
     for iface in profile.interfaces:
         ifname = names.wg_ifname(ns, iface.name)
         result.ops.append(

@@ -153,7 +153,8 @@ def plan(profile: Profile, *, reload: bool = False) -> tuple[str, list[Op]]:
     if rec is not None and rec.phase == "up":
         gone, problems = probe.broken(rec)
         if problems and not gone:
-            return "repaired", repair_ops(profile, gather_facts(profile), probe.broken_ifnames(rec))
+            ops = repair_ops(profile, gather_facts(profile), probe.broken_ifnames(rec))
+            return "repaired", ops + view_repair_ops(rec)
         if problems:
             return "repaired", plan_up(profile, gather_facts(profile))
         if not reload:
@@ -190,7 +191,10 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
                     f"`wgns down {ns}`",
                 )
             if not gone:
-                repair_tunnels(profile, rec, probe.broken_ifnames(rec))
+                broken = probe.broken_ifnames(rec)
+                if broken:
+                    repair_tunnels(profile, rec, broken)
+                repair_view(rec)
                 if reload:
                     from wgns.lifecycle import reload as reloading
 
@@ -274,6 +278,40 @@ def repair_tunnels(profile: Profile, rec: state.Record, broken: list[str]) -> No
             entry["addresses"] = [a.with_prefixlen for a in iface.addresses]
             entry["mtu"] = facts.mtus[iface.name]
     rec.birthplace_inode = netns.inode_of(rec.birthplace)  # a replaced birthplace: the new one
+    state.save(rec)
+
+
+def view_repair_ops(rec: state.Record) -> list[Op]:
+    """The /etc view of REC's namespace mounted again, when it is journaled but not mounted
+    (unmounted by hand): with the files /etc/netns/NS has now."""
+    if not probe.view_missing(rec):
+        return []
+    from wgns.engine.ops import WriteNetnsFiles
+    from wgns.features.etcview import MountEtcView
+
+    written = [op for op in rec.find(WriteNetnsFiles) if op.ns == rec.ns]
+    return [MountEtcView(ns=rec.ns, files=dict(written[-1].files))] if written else []
+
+
+def repair_view(rec: state.Record) -> None:
+    """Mount REC's /etc view again if it went missing; what was journaled of it is undone
+    first (its directories and copies), so that the journal holds one view."""
+    ops = view_repair_ops(rec)
+    if not ops:
+        return
+    from wgns.features.etcview import MountEtcView, UpdateEtcView
+
+    ex = Executor(rec)
+    errors = ex.undo_where(
+        lambda op: isinstance(op, MountEtcView | UpdateEtcView) and op.ns == rec.ns
+    )
+    if errors:
+        raise WgnsError(
+            f"cannot clear the broken /etc view of {rec.ns}: {'; '.join(errors)}",
+            hint=f"wgns down {rec.ns}, then `wgns up` again",
+        )
+    with _rollback_on_signals():
+        ex.apply_all(ops)
     state.save(rec)
 
 

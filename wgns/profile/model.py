@@ -159,6 +159,8 @@ class Profile:
     forwards: tuple[Forward, ...] = ()
     allow_host: tuple[int, ...] = ()  # host ports the namespace may reach over a forward veth
     dns_line: int | None = field(default=None, compare=False)  # of the profile's own dns key
+    # systemd services the generator confines to this namespace (wgns.integrations.systemd)
+    units: tuple[str, ...] = ()
 
     @property
     def has_ipv6(self) -> bool:

@@ -49,6 +49,7 @@ from wgns.profile.values import (
     parse_search_domain,
     parse_source_net,
     parse_table,
+    parse_unit_name,
     show,
     split_words,
     uniq,
@@ -66,6 +67,7 @@ ROOT_KEYS = (
     "interface",
     "hook",
     "forward",
+    "units",
 )
 INTERFACE_KEYS = (
     "name",
@@ -131,6 +133,21 @@ def parse(text: str, path: StrPath, name: str | None = None) -> ParsedToml:
             search.append(parse_search_domain(item))
 
     allow_host = _allow_host(t, data)
+    units: list[str] = []
+    for item in t.strings(data, root, "units"):
+        with t.at(root, "units"):
+            unit = parse_unit_name(item)
+        if unit in units:
+            raise t.error(root, "units", f"lists {show(unit)} twice")
+        units.append(unit)
+    if units and not _unit_instance_ok(name):
+        raise t.error(
+            root,
+            "units",
+            f"namespace name {show(name)} cannot be part of a systemd unit name "
+            "(wgns@NAME.service): '+' and '=' are not allowed there",
+            hint="name the profile without them",
+        )
     interfaces = _interfaces(t, data)
 
     hooks = tuple(_hook(t, raw, ("hook", i)) for i, raw in enumerate(t.tables(data, root, "hook")))
@@ -161,9 +178,15 @@ def parse(text: str, path: StrPath, name: str | None = None) -> ParsedToml:
         hooks=hooks,
         forwards=tuple(forwards),
         allow_host=allow_host,
+        units=tuple(units),
         dns_line=t.lines.line(root, "dns") if dns else None,
     )
     return ParsedToml(profile, t.inline_secret)
+
+
+def _unit_instance_ok(ns: str) -> bool:
+    """NS can be the instance of wgns@.service as it is (no systemd-escape needed)."""
+    return "+" not in ns and "=" not in ns
 
 
 def _ns_name(t: TomlDoc, name: str, key: str) -> str:

@@ -295,3 +295,54 @@ def split_words(value: str) -> list[str]:
 def uniq(items: Iterable[T]) -> tuple[T, ...]:
     """ITEMS without repeats, in first-seen order."""
     return tuple(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------------------------------------
+# systemd units (the `units` key; `wgns confine`)
+
+UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) less the NUL
+_UNIT_TYPES = (
+    "service",
+    "socket",
+    "target",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "timer",
+    "path",
+    "slice",
+    "scope",
+)
+_UNIT_PREFIX = re.compile(r"[A-Za-z0-9:_.\\-]+")
+_UNIT_INSTANCE = re.compile(r"[A-Za-z0-9:_.\\@-]+")
+
+
+def parse_unit_name(text: str) -> str:
+    """A service unit to confine: NAME gets `.service` when it has no unit type suffix. Refused:
+    another unit type, a template without instance, wgns@*.service (wgns's own), a name
+    systemd would refuse."""
+    name = text.strip()
+    if not name:
+        raise Invalid("empty unit name")
+    base, dot, suffix = name.rpartition(".")
+    if not dot or suffix not in _UNIT_TYPES:
+        name, base, suffix = f"{name}.service", name, "service"
+    if suffix != "service":
+        raise Invalid(
+            f"{show(name)} is a {suffix} unit: only services can be confined",
+            hint="confine the service it starts",
+        )
+    prefix, at, instance = base.partition("@")
+    if len(name) > UNIT_NAME_MAX or not _UNIT_PREFIX.fullmatch(prefix):
+        raise Invalid(f"{show(name)} is not a valid systemd unit name")
+    if at and not instance:
+        raise Invalid(
+            f"{show(name)} is a template: name an instance",
+            hint=f"e.g. {prefix}@NAME.service",
+        )
+    if at and not _UNIT_INSTANCE.fullmatch(instance):
+        raise Invalid(f"{show(name)} is not a valid systemd unit name")
+    if prefix == "wgns" and at:
+        raise Invalid(f"{show(name)} is the unit of a wgns namespace itself: it cannot be confined")
+    return name

@@ -73,9 +73,11 @@ def tree(base: Path, *, contents: bool) -> dict[str, Any]:
     if not base.exists():
         return out
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        dirnames.sort()
+        # a file system mounted below BASE (a namespace's /etc view) is an entry, not a tree
+        listed = sorted(dirnames + filenames)
+        dirnames[:] = sorted(d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d)))
         rel_dir = os.path.relpath(dirpath, base)
-        for name in sorted(dirnames + filenames):
+        for name in listed:
             full = os.path.join(dirpath, name)
             rel = os.path.normpath(os.path.join(rel_dir, name))
             try:
@@ -87,7 +89,7 @@ def tree(base: Path, *, contents: bool) -> dict[str, Any]:
                 entry["type"] = "link"
                 entry["target"] = os.readlink(full)
             elif stat.S_ISDIR(st.st_mode):
-                entry["type"] = "dir"
+                entry["type"] = "mount" if os.path.ismount(full) else "dir"
             elif stat.S_ISREG(st.st_mode):
                 entry["type"] = "file"
                 if contents and st.st_size <= 1 << 20 and not os.path.ismount(full):

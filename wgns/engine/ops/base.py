@@ -32,6 +32,7 @@ KIND_MODULES: dict[str, str] = {
         "wgns.features.forward.ops",
     ),
     **dict.fromkeys(("down_hook", "link_reconfig", "wg_sync", "nft_replace"), "wgns.lifecycle.ops"),
+    **dict.fromkeys(("etc_view", "etc_view_update"), "wgns.features.etcview"),
 }
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more
