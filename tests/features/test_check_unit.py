@@ -58,7 +58,7 @@ chmod 000 /mnt/empty
 mount --bind /mnt/empty /run/nscd
 python3 -c 'import os, stat; os.mknod("/mnt/sock", stat.S_IFSOCK)'
 mount --bind /mnt/sock {dbus}
-exec sleep 600
+exec {run_as} sleep 600
 """
 
 
@@ -219,19 +219,27 @@ def test_exec_view_passes_every_check(sandbox: Sandbox, provider: Provider, wgns
     assert lines[-1] == f"pid {pid} (sleep) in {NS}: no way out but the tunnel (4 passed, 0 failed)"
 
 
-def test_unit_like_view_passes(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_unit_like_view_passes(user: str, sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
     """The check does not depend on how the view was built: an overlay, not bind mounts."""
     up(sandbox, provider, wgns)
     fake_daemons(sandbox, NSCD, DBUS)  # both covered by InaccessiblePaths-style mounts
-    script = UNIT_VIEW.format(ns=NS, dbus=DBUS)
-    pid = started(sandbox, ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                  netns=NS)  # fmt: skip
+    run_as = "" if user == "root" else "setpriv --reuid=65534 --regid=65534 --clear-groups"
+    script = UNIT_VIEW.format(ns=NS, dbus=DBUS, run_as=run_as)
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+    pid = started(sandbox, argv, netns=NS)
     rc, doc = check_pid(wgns, pid, "--echo-url", f"http://{provider.web_v4}/")
     assert rc == 0, doc
     all_pass(doc)
     backdoors = evidence(doc, "backdoors")
-    assert f"nscd {NSCD}: ENOENT" in backdoors  # root passes mode 000, but the dir is empty
-    assert f"D-Bus system bus {DBUS}: ECONNREFUSED" in backdoors  # an inode, no listener
+    if user == "root":
+        assert backdoors.startswith("no name-service daemon reachable (as root): ")
+        assert f"nscd {NSCD}: ENOENT" in backdoors  # root passes mode 000, but the dir is empty
+        assert f"D-Bus system bus {DBUS}: ECONNREFUSED" in backdoors  # an inode, no listener
+    else:  # the probes took the process's credentials: mode 000 stops them
+        assert backdoors.startswith("no name-service daemon reachable (as uid 65534, the ")
+        assert f"nscd {NSCD}: EACCES" in backdoors
+        assert f"D-Bus system bus {DBUS}: EACCES" in backdoors
     probe = probe_of(doc)
     assert (probe, "A") in provider.dns_queries()
 
@@ -260,7 +268,7 @@ def test_host_files_in_the_namespace_fail(sandbox: Sandbox, provider: Provider, 
         "resolver", "backdoors", "lookup"
     }  # fmt: skip
     assert evidence(doc, "backdoors").startswith(
-        f"reachable from the process: nscd {NSCD}, D-Bus system bus {DBUS}"
+        f"reachable from the process (as root): nscd {NSCD}, D-Bus system bus {DBUS}"
     )
     # the text form says FAIL on the same lines
     text = wgns("check", "--pid", str(pid), check=False).stdout.splitlines()

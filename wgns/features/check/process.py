@@ -170,15 +170,17 @@ def check_backdoors(c: Context) -> Result:
     found: Sequence[dict[str, str]] = c.seen["sockets"]
     open_ = [s for s in found if s["got"] == "connected"]
     closed = ", ".join(f"{s['what']} {s['where']}: {s['got']}" for s in found if s not in open_)
+    uid = int(c.seen.get("uid", 0))
+    tried = "as root" if uid == 0 else f"as uid {uid}, the process's"
     if open_:
         return verdict(
             name,
             False,
-            "reachable from the process: "
+            f"reachable from the process ({tried}): "
             + ", ".join(f"{s['what']} {s['where']}" for s in open_)
             + (f" (unreachable: {closed})" if closed else ""),
         )
-    return verdict(name, True, f"no name-service daemon reachable: {closed}")
+    return verdict(name, True, f"no name-service daemon reachable ({tried}): {closed}")
 
 
 def probe_name() -> str:
@@ -245,7 +247,11 @@ def check_exit(c: Context, url: str | None) -> Result:
 def _view(c: Context) -> dict[str, Any]:
     seen: dict[str, Any] = procview.call_in_process(
         c.target.pid,
-        lambda: {"files": procview.read_resolver_files(), "sockets": procview.probe_sockets()},
+        lambda: {
+            "files": procview.read_resolver_files(),
+            "sockets": procview.probe_sockets(),
+            "uid": os.geteuid(),
+        },
         _VIEW_TIMEOUT,
     )
     return seen

@@ -11,11 +11,16 @@ Why a child and not ``/proc/PID/root/...`` paths: the magic link only changes wh
 restarts at the caller's root, and a unix socket's address is limited to 108 bytes. setns(2) into a
 mount namespace needs a single-threaded caller, which a freshly forked child is.
 
-The child stays root. For reachability that errs on the side of FAIL: root ignores the modes of
-directories and sockets, so what root cannot connect to, the process cannot either (an empty
-mode-000 directory that systemd's InaccessiblePaths= mounts is empty for root too, and its mode-000
-socket inode has no listener). Modules the child needs are imported before the fork: after
-entering the process's root, the interpreter's own files may not be there.
+The child takes the process's credentials (user, group, supplementary groups, and so no
+capabilities) unless the process runs as root: what it can open and connect to is what the
+process can, and the code glibc loads for a lookup (the NSS modules nsswitch.conf names, from the
+process's root) runs with no more power than the process's own; a non-root user can build a mount
+namespace of its own, a root child must never run what it put there. A root process's view was
+made by root. For reachability, a root child errs on the side of FAIL: root ignores the modes of
+directories and sockets (an empty mode-000 directory that systemd's InaccessiblePaths= mounts is
+empty for root too, and its mode-000 socket inode has no listener). Modules the child needs are
+imported before the fork, and once inside it imports nothing: the interpreter's files under the
+process's root are not necessarily the interpreter's.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import select
 import signal
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from wgns.errors import WgnsError
@@ -49,6 +56,7 @@ SOCKETS = (
 SOCKET_DIRS = ("/run/nscd", "/run/systemd/resolve", "/run/avahi-daemon")
 #: systemd-resolved's stub listeners (in the process's network namespace they should be nobody's).
 STUBS = (("127.0.0.53", 53), ("127.0.0.54", 53))
+_MAX_FILE = 1 << 20  # characters of a resolver file read at most
 
 
 def proc_ns(pid: int, kind: str = "net") -> tuple[int, int]:
@@ -91,13 +99,52 @@ class TimedOut(WgnsError):
     """The child inside the process's namespaces gave no result in time (it was killed)."""
 
 
-def _enter(fds: tuple[int, int, int]) -> None:
+@dataclass(frozen=True)
+class Creds:
+    """A process's real/effective/saved user and group ids and supplementary groups."""
+
+    uids: tuple[int, int, int]
+    gids: tuple[int, int, int]
+    groups: tuple[int, ...]
+
+    @property
+    def root(self) -> bool:
+        return self.uids[1] == 0
+
+
+def creds_of(pid: int) -> Creds:
+    """PID's credentials from /proc/PID/status (as this, the initial, user namespace sees them)."""
+    fields: dict[str, list[int]] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Uid", "Gid", "Groups"):
+                    fields[key] = [int(w) for w in rest.split()]
+    except FileNotFoundError:
+        raise WgnsError(f"no process {pid}") from None
+    except (OSError, ValueError) as e:
+        raise WgnsError(f"cannot read the credentials of process {pid}: {e}") from None
+    uid, gid = fields.get("Uid", []), fields.get("Gid", [])
+    if len(uid) < 3 or len(gid) < 3:
+        raise WgnsError(f"cannot read the credentials of process {pid}")
+    return Creds(
+        (uid[0], uid[1], uid[2]), (gid[0], gid[1], gid[2]), tuple(fields.get("Groups", []))
+    )
+
+
+def _enter(fds: tuple[int, int, int], creds: Creds) -> None:
     net, mnt, root = fds
     libc.setns(net, netns.CLONE_NEWNET)
     libc.setns(mnt, netns.CLONE_NEWNS)
     os.fchdir(root)
     os.chroot(".")
     os.chdir("/")
+    if not creds.root:
+        os.setgroups(list(creds.groups))
+        os.setresgid(*creds.gids)
+        os.setresuid(*creds.uids)  # leaves no capability
+    sys.meta_path.clear()  # no import from here on (see the module's docstring)
 
 
 def call_in_process(pid: int, fn: Callable[[], Any], timeout: float) -> Any:
@@ -114,6 +161,12 @@ def call_in_process(pid: int, fn: Callable[[], Any], timeout: float) -> Any:
         if e.errno == errno.ENOENT:
             raise WgnsError(f"no process {pid} (it exited?)") from None
         raise WgnsError(f"cannot enter the namespaces of process {pid}: {e.strerror}") from None
+    try:
+        creds = creds_of(pid)
+    except WgnsError:
+        for fd in fds:
+            os.close(fd)
+        raise
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # never return into the caller's code
@@ -121,7 +174,7 @@ def call_in_process(pid: int, fn: Callable[[], Any], timeout: float) -> Any:
         try:
             os.close(rfd)
             try:
-                _enter((fds[0], fds[1], fds[2]))
+                _enter((fds[0], fds[1], fds[2]), creds)
                 reply = json.dumps({"ok": fn()})
                 status = 0
             except BaseException as e:
@@ -171,7 +224,7 @@ def read_resolver_files(names: Sequence[str] = RESOLVER_FILES) -> dict[str, Any]
     for name in names:
         try:
             with open(f"/etc/{name}", encoding="utf-8", errors="replace") as f:
-                out[name] = {"text": f.read()}
+                out[name] = {"text": f.read(_MAX_FILE)}
         except OSError as e:
             out[name] = {"error": errno.errorcode.get(e.errno or 0, str(e))}
     return out
