@@ -36,7 +36,7 @@ def _in_ns(ns: str, family: int, kind: int = socket.SOCK_DGRAM) -> socket.socket
         return socket.socket(family, kind)
 
 
-def _route_get(ns: str, addr: str) -> str | None:
+def route_get(ns: str, addr: str) -> str | None:
     try:
         data = ip_json(ns, ["route", "get", addr])
     except WgnsError:
@@ -44,7 +44,7 @@ def _route_get(ns: str, addr: str) -> str | None:
     return str(data[0].get("dev")) if data and data[0].get("dev") else None
 
 
-def _tunnel_bytes(f: Facts) -> tuple[int, int]:
+def tunnel_bytes(f: Facts) -> tuple[int, int]:
     tx = rx = 0
     for n in f.wg_ifnames:
         dev = f.read_device(n)
@@ -145,9 +145,9 @@ def check_dns(f: Facts, timeout: float) -> Result:
         )
     notes = []
     ok = True
-    tx0, rx0 = _tunnel_bytes(f)
+    tx0, rx0 = tunnel_bytes(f)
     for server in have[:3]:
-        dev = _route_get(f.ns, server)
+        dev = route_get(f.ns, server)
         if dev not in f.wg_ifnames:
             ok = False
             notes.append(f"{server} is routed via {dev or 'nothing'}, not the tunnel")
@@ -161,7 +161,7 @@ def check_dns(f: Facts, timeout: float) -> Result:
             notes.append(f"{server} via {dev}: {rcode}")
         else:
             notes.append(f"{server} via {dev} answered {rcode} in {took * 1000:.0f} ms")
-    tx1, rx1 = _tunnel_bytes(f)
+    tx1, rx1 = tunnel_bytes(f)
     moved = f"tunnel counters tx +{tx1 - tx0} B, rx +{rx1 - rx0} B"
     if ok and (tx1 <= tx0 or rx1 <= rx0):
         ok = False
@@ -311,7 +311,7 @@ def check_ipv6(f: Facts) -> Result:
     )
 
 
-def _fetch(url: str, timeout: float, ns: str | None) -> tuple[str | None, str]:
+def fetch_in(url: str, timeout: float, ns: str | None) -> tuple[str | None, str]:
     """(body, error) of GET URL from NS (via `ip netns exec`, so NS's resolv.conf is used)."""
     argv = [sys.executable, "-I", "-S", "-c", _FETCH, url, str(timeout)]
     if ns is not None:
@@ -332,8 +332,16 @@ def check_exit(f: Facts, url: str | None, timeout: float) -> Result:
     name = "exit"
     if url is None:
         return Result(name, "skip", "no --echo-url given")
-    inside, err_in = _fetch(url, timeout, f.ns)
-    outside, err_out = _fetch(url, timeout, f.rec.birthplace)
+    inside, err_in = fetch_in(url, timeout, f.ns)
+    outside, err_out = fetch_in(url, timeout, f.rec.birthplace)
+    return exit_verdict(url, inside, err_in, outside, err_out)
+
+
+def exit_verdict(
+    url: str, inside: str | None, err_in: str, outside: str | None, err_out: str
+) -> Result:
+    """The exit check's verdict from what URL showed inside and outside (body, or None + why)."""
+    name = "exit"
     if inside is None:
         return verdict(name, False, f"{url} from inside: {err_in}")
     if outside is None:
