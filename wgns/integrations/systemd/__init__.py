@@ -1,1 +1,1 @@
-"""systemd: wgns@.service, `wgns confine` drop-ins, the generator for profiles' `units`, sd_notify."""
+"""systemd: wgns@.service, `wgns confine` drop-ins, the units generator, sd_notify."""
