@@ -285,12 +285,7 @@ def test_unreachable_peer_fails_handshake_and_dns(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
     # the ISP drops everything to the endpoint before the first handshake
-    sandbox.run(
-        ["nft", "-f", "-"],
-        netns="isp",
-        input="table inet block {\n chain forward_block {\n"
-        "  type filter hook forward priority 0; udp dport 51820 drop\n }\n}\n",
-    )
+    provider.cut_endpoint()
     up(sandbox, provider, wgns, ipv6=False)
     rc, doc = run_check(wgns, timeout="1")
     assert rc == 1

@@ -305,12 +305,7 @@ def test_unanswered_or_misrouted_lookups_fail(
     sandbox: Sandbox, provider: Provider, wgns: Any
 ) -> None:
     # the ISP drops everything to the endpoint: no handshake, no answer through the tunnel
-    sandbox.run(
-        ["nft", "-f", "-"],
-        netns="isp",
-        input="table inet block {\n chain forward_block {\n"
-        "  type filter hook forward priority 0; udp dport 51820 drop\n }\n}\n",
-    )
+    provider.cut_endpoint()
     up(sandbox, provider, wgns)
     pid = exec_sleep(sandbox)
     rc, doc = check_pid(wgns, pid, "--timeout", "2")

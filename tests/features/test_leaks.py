@@ -54,12 +54,7 @@ def test_tunnel_up_only_wireguard_leaves(
 
 
 def _peer_unreachable(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
-    sandbox.run(
-        ["nft", "-f", "-"],
-        netns="isp",
-        input="table inet outage {\n chain forward_block {\n"
-        "  type filter hook forward priority 0; udp dport 51820 drop\n }\n}\n",
-    )
+    provider.cut_endpoint()
 
 
 def _daemon_killed(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.integrations import unitfiles
+from tests.integrations.unitfiles import verify
 from wgns.integrations.systemd.confine import HIDDEN_PATHS, confined_to, dropin_text
 from wgns.testing.sandbox import REPO_ROOT, Sandbox
 
@@ -51,19 +53,6 @@ def test_the_dropin_says_what_the_contract_says() -> None:
     assert confined_to("[Service]\nNetworkNamespacePath=/run/netns/x\n") is None  # not ours
 
 
-def _verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:", "SYSTEMD_LOG_COLOR": "0"}
-    return subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", unit],
-        env=env,
-        cwd=unit_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("template", [False, True], ids=["unit", "template-instance"])
 def test_systemd_analyze_verify_accepts_the_dropin(
@@ -80,12 +69,12 @@ def test_systemd_analyze_verify_accepts_the_dropin(
     dropin.parent.mkdir()
     dropin.write_text(dropin_text(unit, "media"))
 
-    r = _verify(tmp_path, unit)
+    r = verify(tmp_path, unit)
     assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
 
     # the drop-in is read (the instance's own .d/ for a template): a bad line in it is seen
     dropin.write_text(dropin_text(unit, "media") + "BindReadOnlyPath=/x:/y\n")
-    r = _verify(tmp_path, unit)
+    r = verify(tmp_path, unit)
     assert "BindReadOnlyPath" in r.stderr and str(dropin) in r.stderr
 
 
@@ -101,15 +90,7 @@ def _wgns(
     )
 
 
-PROFILE = """\
-[[interface]]
-private_key = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
-address = "198.19.0.2/32"
-[[interface.peer]]
-public_key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
-allowed_ips = "0.0.0.0/0"
-endpoint = "198.18.0.1:51820"
-"""
+PROFILE = unitfiles.PROFILE.format(head="")
 
 
 @pytest.mark.parametrize(

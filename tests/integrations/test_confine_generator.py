@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integrations.unitfiles import PROFILE
 from wgns.integrations.systemd.confine import dropin_text
 from wgns.testing.sandbox import REPO_ROOT
-
-PROFILE = """\
-{head}
-[[interface]]
-private_key = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
-address = "198.19.0.2/32"
-[[interface.peer]]
-public_key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
-allowed_ips = "0.0.0.0/0"
-endpoint = "198.18.0.1:51820"
-"""
 
 
 def _profile(d: Path, name: str, head: str) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integrations.unitfiles import needs_analyze, verify
 from wgns.integrations.systemd import units
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,26 +25,6 @@ def _launcher(tmp_path: Path) -> str:
     path.write_text("#!/bin/sh\nexit 0\n")
     path.chmod(0o755)
     return str(path)
-
-
-def _verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess[str]:
-    """`systemd-analyze verify UNIT` with UNIT_DIR (then the built-in paths) as the unit path:
-    works without systemd running (the machine has systemd installed, not as PID 1)."""
-    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:", "SYSTEMD_LOG_LEVEL": "notice"}
-    return subprocess.run(
-        ["systemd-analyze", "verify", unit],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=unit_dir,
-        timeout=60,
-        check=False,
-    )
-
-
-needs_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
-)
 
 
 def _directives(text: str) -> dict[str, list[str]]:
@@ -59,7 +40,7 @@ def _directives(text: str) -> dict[str, list[str]]:
 def test_the_rendered_instance_verifies_clean(tmp_path: Path) -> None:
     wgns = _launcher(tmp_path)
     units.install(wgns, tmp_path / "units", tmp_path / "gen")
-    r = _verify(tmp_path / "units", "wgns@media.service")
+    r = verify(tmp_path / "units", "wgns@media.service")
     assert (r.returncode, r.stdout + r.stderr) == (0, "")
 
 
@@ -69,10 +50,10 @@ def test_verify_does_complain_about_a_broken_unit(tmp_path: Path) -> None:
     units.install(_launcher(tmp_path), tmp_path / "units", tmp_path / "gen")
     unit = tmp_path / "units" / "wgns@.service"
     unit.write_text(unit.read_text().replace("KillMode=mixed", "KillMode=mixed\nKilMode=all"))
-    r = _verify(tmp_path / "units", "wgns@media.service")
+    r = verify(tmp_path / "units", "wgns@media.service")
     assert "KilMode" in r.stdout + r.stderr
     units.install(str(tmp_path / "nowhere" / "wgns"), tmp_path / "units", tmp_path / "gen")
-    r = _verify(tmp_path / "units", "wgns@media.service")
+    r = verify(tmp_path / "units", "wgns@media.service")
     assert r.returncode != 0 and "not executable" in r.stdout + r.stderr
 
 

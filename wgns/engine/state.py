@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wgns.errors import DamagedRecord, WgnsError
+from wgns.system import fsutil
 
 if TYPE_CHECKING:
     from wgns.engine.ops import Op
@@ -91,15 +92,8 @@ def save(rec: Record) -> None:
     """Atomically replace the record: readers, and a crash, never see a half-written file."""
     _ensure_dir()
     p = path_of(rec.ns)
-    tmp = f"{STATE_DIR}/.{rec.ns}.json.{os.getpid()}.tmp"
-    data = json.dumps(rec.to_json(), indent=1, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
+    data = json.dumps(rec.to_json(), indent=1, sort_keys=True)
+    fsutil.write_atomically(p, data, 0o600)
 
 
 def damaged(ns: str, why: object) -> WgnsError:
@@ -162,25 +156,10 @@ class locked:  # lower case: used like a function, `with state.locked(ns) as loc
 
     def __enter__(self) -> Lock:
         deadline = time.monotonic() + self.wait
-        while True:
-            _ensure_dir()
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                continue  # /run/wgns was removed under us by a finishing `down`
-            try:
-                self._flock(fd, deadline)
-                try:
-                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    same = False
-            except BaseException:
-                os.close(fd)
-                raise
-            if same:
-                self._fd = fd
-                return self.handle
-            os.close(fd)  # we locked a file a finishing `down` had already unlinked
+        self._fd = fsutil.lock_file(
+            self.path, lambda fd: self._flock(fd, deadline), make_dir=_ensure_dir
+        )
+        return self.handle
 
     def _flock(self, fd: int, deadline: float) -> None:
         while True:

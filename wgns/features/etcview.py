@@ -32,8 +32,7 @@ from wgns.system import netns
 
 VIEW_ROOT = "/run/wgns/view"
 HOST_ETC = "/etc"
-_MS_RDONLY = 1
-_FLAGS = _MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV
+_FLAGS = netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV
 
 
 def dir_of(ns: str) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from wgns.lifecycle.watchlogic import NEWADDR, NEWLINK, NEWROUTE, NetEvent
 from wgns.profile.model import Endpoint
-from wgns.profile.values import Invalid, parse_endpoint
+from wgns.profile.values import Invalid, is_ip, parse_endpoint
 from wgns.system import netns
 from wgns.system.rtnlmsg import (
     IFADDRMSG,
@@ -144,7 +144,7 @@ def live_config(iface: Interface, device: DeviceState) -> Interface:
     peers = []
     for p in iface.peers:
         endpoint = _endpoint(live.get(p.public_key)) or (
-            p.endpoint if p.endpoint is not None and _is_ip(p.endpoint.host) else None
+            p.endpoint if p.endpoint is not None and is_ip(p.endpoint.host) else None
         )
         peers.append(replace(p, endpoint=endpoint))
     return replace(iface, peers=tuple(peers))
@@ -157,12 +157,6 @@ def _endpoint(text: str | None) -> Endpoint | None:
         return parse_endpoint(text)
     except Invalid:
         return None
-
-
-def _is_ip(host: str) -> bool:
-    from wgns.profile.values import is_ip
-
-    return is_ip(host)
 
 
 def kick(

@@ -54,7 +54,6 @@ REQUIRED_ETC_FILES = ("resolv.conf", "nsswitch.conf")
 
 _OPEN_TREE_CLONE = 1
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_MS_RDONLY = 1
 _ST_RDONLY = 1
 
 
@@ -104,7 +103,7 @@ def hide_backdoors(dirs: Sequence[str] = BACKDOOR_DIRS) -> list[str]:
             continue
         if S_ISDIR(st.st_mode):
             found.setdefault((st.st_dev, st.st_ino), d)
-    flags = _MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV | netns.MS_NOEXEC
+    flags = netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV | netns.MS_NOEXEC
     for d in found.values():
         netns.mount("tmpfs", d, "tmpfs", flags, "mode=0755,size=4k,nr_inodes=8")
     return list(found.values())
@@ -151,7 +150,7 @@ def overlay_etc(etc_dir: str, etc: str = "/etc") -> None:
     finally:
         posix.close(src)
     try:
-        netns.mount("overlay", etc, "overlay", _MS_RDONLY, f"lowerdir={etc_dir}:{etc}")
+        netns.mount("overlay", etc, "overlay", netns.MS_RDONLY, f"lowerdir={etc_dir}:{etc}")
     except OSError as e:
         raise WgnsError(
             f"cannot show {etc_dir} at {etc}: an entry is missing from {etc} and "
@@ -169,7 +168,7 @@ def remount_sys() -> None:
         # nothing to unmount, or it is busy: a read-only /sys cannot be covered read-write
         with suppress(OSError):
             if posix.statvfs("/sys").f_flag & _ST_RDONLY:
-                flags |= _MS_RDONLY
+                flags |= netns.MS_RDONLY
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
 

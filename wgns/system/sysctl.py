@@ -12,10 +12,11 @@ Keys are in slash form (``net/ipv4/conf/IF/forwarding``): interface names may co
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from wgns.system import fsutil
 
 HOLDS_DIR = Path("/run/wgns/claims")
 LOCK_FILE = Path("/run/wgns/claims.lock")
@@ -38,29 +39,14 @@ def forwarding_key(dev: str) -> str:
     return f"net/ipv4/conf/{dev}/forwarding"
 
 
+def _make_run_dir() -> None:
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    """The claims lock. Its file is removed on the way out (nothing of wgns stays in /run), so
-    a waiter may get the lock on a file already unlinked while a newcomer locks a new one: the
-    waiter sees that the path no longer names its file and tries again (as state.locked)."""
-    while True:
-        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            continue  # /run/wgns removed between the mkdir and the open
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.stat(LOCK_FILE).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
+    """The claims lock; its file is removed on the way out (wgns.system.fsutil.lock_file)."""
+    fd = fsutil.lock_file(LOCK_FILE, make_dir=_make_run_dir)
     try:
         yield
     finally:

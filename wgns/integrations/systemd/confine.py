@@ -18,7 +18,7 @@ from wgns.errors import ConfigError, WgnsError
 from wgns.features import etcview
 from wgns.profile import load as profile_load
 from wgns.profile.values import Invalid, parse_unit_name, show
-from wgns.system import netns, tools
+from wgns.system import fsutil, netns, tools
 
 UNIT_DIR = "/etc/systemd/system"
 DROPIN_NAME = "wgns-confine.conf"
@@ -142,13 +142,7 @@ def daemon_reload() -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.wgns-tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    fsutil.write_atomically(path, text, 0o644)
 
 
 def confine(unit_arg: str, ns: str, *, unit_dir: str = UNIT_DIR) -> list[str]:

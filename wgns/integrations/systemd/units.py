@@ -22,6 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from wgns.system import fsutil
+
 TEMPLATES = Path(__file__).resolve().parents[3] / "scripts" / "systemd"
 UNIT_TEMPLATE = "wgns@.service.in"
 GENERATOR_TEMPLATE = "wgns-generator.in"
@@ -43,18 +45,7 @@ def render(template: Path, wgns: str) -> str:
 
 def _write(path: Path, text: str, mode: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-        try:
-            os.write(fd, text.encode())
-            os.fchmod(fd, mode)  # whatever the umask
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    fsutil.write_atomically(path, text, mode, fsync=False)
     return path
 
 

@@ -35,6 +35,7 @@ from wgns.testing.sim.topology import (
     WEB_V4,
     WEB_V6,
     WG_ENV,
+    WG_PORT,
     Client,
     ProviderError,
     Server,
@@ -272,6 +273,16 @@ class Provider:
         if netns is None and ifname is None:
             netns, ifname = self.isp_link
         return Capture(self.sandbox, netns, ifname or self.isp_link[1])
+
+    def cut_endpoint(self) -> None:
+        """The ISP drops every packet to the servers' WireGuard port from now on: the tunnel
+        is cut, everything else still flows (the outage tests and checks need)."""
+        self.sandbox.run(
+            ["nft", "-f", "-"],
+            netns=ISP_NS,
+            input="table inet outage {\n chain forward_block {\n"
+            f"  type filter hook forward priority 0; udp dport {WG_PORT} drop\n }}\n}}\n",
+        )
 
     # lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
