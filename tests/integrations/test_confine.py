@@ -53,6 +53,12 @@ def test_the_dropin_says_what_the_contract_says() -> None:
     assert confined_to("[Service]\nNetworkNamespacePath=/run/netns/x\n") is None  # not ours
 
 
+def test_docs_show_the_dropin_as_it_is_written() -> None:
+    """docs/systemd.md explains the drop-in line by line: its example is the real text."""
+    doc = Path(REPO_ROOT, "docs/systemd.md").read_text()
+    assert "```ini\n" + dropin_text("transmission.service", "media") + "```" in doc
+
+
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("template", [False, True], ids=["unit", "template-instance"])
 def test_systemd_analyze_verify_accepts_the_dropin(

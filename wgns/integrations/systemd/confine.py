@@ -1,5 +1,5 @@
 """`wgns confine UNIT NS`: a drop-in that puts an existing service, unchanged and not copied,
-into namespace NS (docs/systemd-confine.md says why each line is there).
+into namespace NS (docs/systemd.md says why each line is there).
 
 The drop-in is /etc/systemd/system/UNIT.d/wgns-confine.conf (:func:`dropin_text`); the
 generator (wgns.integrations.systemd.generator) writes the same text for the units a profile
@@ -63,7 +63,7 @@ def dropin_text(unit: str, ns: str, *, origin: str | None = None) -> str:
         f"# Written by wgns ({how}).\n"
         f"# Runs {unit} in network namespace {ns}, whose only way out is its WireGuard\n"
         f"# tunnel, with the tunnel's resolv.conf, hosts and nsswitch.conf and no host resolver.\n"
-        "# See docs/systemd-confine.md for each line.\n"
+        "# See docs/systemd.md for each line.\n"
         "[Unit]\n"
         f"BindsTo={wgns_unit(ns)}\n"
         f"After={wgns_unit(ns)}\n"
