@@ -223,3 +223,26 @@ def test_down_counts_the_processes_left_inside(
     inside.kill()
     inside.wait()
     sandbox.untrack(inside)
+
+
+def test_up_on_a_read_only_etc_netns_says_so_in_one_line_and_changes_nothing(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    """An /etc that cannot be written (a read-only root, an image): the failing op is named
+    with the system's reason, not an internal error, and everything before it is rolled back."""
+    path = write_profile(sandbox, provider.client_conf(provider.new_client()))
+    sandbox.run(["mkdir", "-p", "/etc/netns"])
+    sandbox.run(["mount", "-t", "tmpfs", "-o", "ro", "wgns-test-ro", "/etc/netns"])
+    try:
+        before = sandbox.settled_snapshot()
+        proc = wgns("up", path, "--name", NS, check=False)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert "internal error" not in lines[0] and "Traceback" not in proc.stderr
+        assert f"/etc/netns/{NS}" in lines[0] and "Read-only file system" in lines[0]
+        assert_same(before, sandbox.settled_snapshot())
+        assert NS not in sandbox.netns_names()
+        assert not sandbox.path(f"/run/wgns/{NS}.json").exists()
+    finally:
+        sandbox.run(["umount", "/etc/netns"])

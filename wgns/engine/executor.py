@@ -84,7 +84,10 @@ class Executor:
         log.debug("[#] %s", op.describe())
         if self._fault == (index, False):
             os.kill(os.getpid(), signal.SIGKILL)
-        op.apply(ctx)
+        try:
+            op.apply(ctx)
+        except OSError as e:  # a read-only /etc, a full /run: one line, not a traceback
+            raise WgnsError(f"cannot {op.describe()}: {e.strerror or e}") from e
         self._unfinished.append((op, ctx))
         if op.result != slot.entry.get("result"):
             ctx.checkpoint()
