@@ -49,6 +49,7 @@ let
   # A path that would put a secret into the world-readable Nix store: a Nix path literal (copied
   # there when used) or a string naming something in it.
   inStore = p: builtins.isPath p || hasPrefix builtins.storeDir (toString p);
+  storeWhy = "is a Nix path or in the Nix store, which every user can read: secrets must stay out of it; give the path of a file outside the store as a string";
 
   # The directives of wgns.integrations.systemd.confine.dropin_text for namespace NS.
   viewOf = ns: "/run/wgns/view/${ns}/etc";
@@ -384,16 +385,31 @@ let
       }
     ) ns.forwards;
 
-  opt = name: "services.wgns.namespaces.${builtins.toJSON name}";
+  opt = name: lib.showOption [
+    "services"
+    "wgns"
+    "namespaces"
+    name
+  ];
 
   namespaceAssertions =
     name: ns:
     let
-      inline = ns.interfaces != { } || ns.dns != [ ] || ns.forwards != [ ] || ns.hooks != [ ];
+      # every profile option, read (so that a wrong type is refused here too)
+      inline =
+        ns.interfaces != { }
+        || ns.backend != "auto"
+        || ns.birthplace != null
+        || !ns.killSwitch
+        || ns.dns != [ ]
+        || ns.dnsSearch != [ ]
+        || ns.allowHost != [ ]
+        || ns.hooks != [ ]
+        || ns.forwards != [ ];
       ifaceAssertions = mapAttrsToList (
         label: i:
         let
-          where = "${opt name}.interfaces.${builtins.toJSON label}";
+          where = "${opt name}.interfaces.${lib.showOption [ label ]}";
           inlineKeys = i.privateKeyFile != null || i.address != [ ] || i.peers != [ ] || i.mtu != null;
         in
         [
@@ -417,7 +433,7 @@ let
         ]
         ++ map (p: {
           assertion = p == null || !inStore p;
-          message = "${where}: ${toString p} is in the Nix store, which every user can read: give the path of a file outside it as a string, e.g. \"/var/lib/wgns/${label}.key\".";
+          message = "${where}: ${toString p} ${storeWhy}, e.g. \"/var/lib/wgns/${label}.key\".";
         }) ([ i.config i.privateKeyFile ] ++ map (p: p.presharedKeyFile) i.peers)
       ) ns.interfaces;
     in
@@ -436,11 +452,11 @@ let
       }
       {
         assertion = ns.profile == null || !inline;
-        message = "${opt name}: with profile set, dns, forwards, hooks and interfaces belong in that file.";
+        message = "${opt name}: with profile set, the profile's keys (interfaces, dns, forwards, killSwitch, ...) belong in that file.";
       }
       {
         assertion = ns.profile == null || !inStore ns.profile;
-        message = "${opt name}.profile: ${toString ns.profile} is in the Nix store, which every user can read, and a profile holds the private key: give the path of a file outside it as a string, e.g. \"/var/lib/wgns/${name}.conf\".";
+        message = "${opt name}.profile: ${toString ns.profile} ${storeWhy} (a profile holds the private key), e.g. \"/var/lib/wgns/${name}.conf\".";
       }
       {
         assertion =
