@@ -75,3 +75,22 @@ def test_the_units_are_rendered_by_wgns(package: dict[str, Any], tmp_path: Path)
     expected = units.render(units.TEMPLATES / units.UNIT_TEMPLATE, f"{out}/bin/wgns")
     assert unit.read_text() == expected
     assert f"ExecStart={out}/bin/wgns up --foreground %i" in expected
+
+
+def test_the_flake_exposes_the_package_the_module_and_the_overlay() -> None:
+    """flake.nix's outputs with a stand-in nixpkgs: packages for each system built from
+    nix/package.nix, an overlay adding pkgs.wgns, and nixosModules.default using the flake's
+    package for the system's platform (tests/integrations/nix/flake-outputs.nix)."""
+    require_lib()
+    out = evaluate(HARNESS / "flake-outputs.nix")
+    assert out["inputs"] == ["nixpkgs"]
+    for system in ("x86_64-linux", "aarch64-linux"):
+        assert out["packages"][system] == {
+            "default": f"package.nix-for-{system}",
+            "wgns": f"package.nix-for-{system}",
+        }
+    assert out["overlay"] == "package.nix-for-x86_64-linux"
+    assert out["modulePackage"] == "package.nix-for-x86_64-linux"
+    rendered = out["moduleRendered"]
+    assert rendered["packages"] == ["package.nix-for-x86_64-linux"]
+    assert "wgns@media.service.d/overrides.conf" in rendered["units"]

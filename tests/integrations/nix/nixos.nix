@@ -3,7 +3,8 @@
 # systemd.services) and renders services the way NixOS does (nixos/lib/systemd-lib.nix): a
 # full unit, or with overrideStrategy = "asDropin" a drop-in NAME.service.d/overrides.conf;
 # [Unit] from after/bindsTo/wants/requires/reload triggers and unitConfig, [Service] from
-# serviceConfig, a list as one line per element. It is not NixOS: only what the module uses.
+# serviceConfig, a list as one line per element, [Install] from wantedBy (besides the .wants
+# links). It is not NixOS: only what the module uses.
 { lib, config, ... }:
 let
   inherit (lib) mkOption types;
@@ -88,7 +89,11 @@ let
         }
         // s.unitConfig;
     in
-    "[Unit]\n" + section unit + "\n[Service]\n" + section s.serviceConfig;
+    "[Unit]\n"
+    + section unit
+    + "\n[Service]\n"
+    + section s.serviceConfig
+    + lib.optionalString (s.wantedBy != [ ]) "\n[Install]\nWantedBy=${toString s.wantedBy}\n";
 
   failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
 in
