@@ -323,7 +323,14 @@ let
       };
     };
 
-  enabled = if cfg.enable then cfg.namespaces else { };
+  # the namespaces to bring up (one with an invalid name only fails its assertion)
+  enabled = filterAttrs (name: _: validName name && validInstance name) (
+    if cfg.enable then cfg.namespaces else { }
+  );
+  forwarding = lib.attrNames (filterAttrs (_: ns: ns.forwards != [ ]) enabled);
+  # `or`: read without declaring them (tests/integrations/nix/nixos.nix need not have them)
+  flushesRuleset =
+    (top.networking.nftables.enable or false) && (top.networking.nftables.flushRuleset or true);
   isToml = ns: ns.profile == null || hasSuffix ".toml" (toString ns.profile);
 
   # The TOML profile, written out here: lib has no TOML generator without pkgs, and JSON's
@@ -577,6 +584,13 @@ in
 
     (mkIf cfg.enable {
       assertions = lib.concatLists (mapAttrsToList namespaceAssertions cfg.namespaces);
+      warnings = optional (flushesRuleset && forwarding != [ ]) (
+        "services.wgns: networking.nftables.flushRuleset is true, so every reload of "
+        + "nftables.service deletes all tables of the host's namespace, among them the port "
+        + "forwards of ${concatStringsSep ", " (map (n: "wgns@${n}.service") forwarding)} "
+        + "until they are restarted: set networking.nftables.flushRuleset = false (NixOS then "
+        + "deletes only its own tables)."
+      );
 
       systemd.packages = [ cfg.package ];
       environment.systemPackages = [ cfg.package ];

@@ -343,3 +343,24 @@ def test_a_right_configuration_is_not_refused(tmp_path: Path) -> None:
     )
     result = evaluate_configs(config)["good.nix"]
     assert "web.service" in result["units"]
+
+
+def test_a_firewall_that_flushes_every_table_is_warned_of(tmp_path: Path) -> None:
+    """NixOS's nftables.service flushes the whole ruleset by default: the forwards' tables in
+    the host's namespace would go with it."""
+    require_lib()
+    forward = f"{NS}.media = {{ {GOOD_IFACE} forwards = [ {{ hostPort = 9000; }} ]; }};"
+    results = {}
+    for name, firewall in (
+        ("flush", "networking.nftables.enable = true;"),
+        ("noflush", "networking.nftables = { enable = true; flushRuleset = false; };"),
+        ("iptables", ""),
+    ):
+        path = tmp_path / f"{name}.nix"
+        path.write_text(f"{{ services.wgns.enable = true; {forward} {firewall} }}")
+        results[name] = path
+    out = evaluate_configs(*results.values())
+    (warning,) = out["flush.nix"]["warnings"]
+    assert "networking.nftables.flushRuleset is true" in warning
+    assert "wgns@media.service" in warning
+    assert out["noflush.nix"]["warnings"] == out["iptables.nix"]["warnings"] == []

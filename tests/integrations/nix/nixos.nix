@@ -1,10 +1,10 @@
 # Stands in for NixOS in the tests: nixpkgs lib has no NixOS modules, so this declares the few
-# options nix/module.nix sets (assertions, environment.etc/systemPackages, systemd.packages and
-# systemd.services) and renders services the way NixOS does (nixos/lib/systemd-lib.nix): a
-# full unit, or with overrideStrategy = "asDropin" a drop-in NAME.service.d/overrides.conf;
-# [Unit] from after/bindsTo/wants/requires/reload triggers and unitConfig, [Service] from
-# serviceConfig, a list as one line per element, [Install] from wantedBy (besides the .wants
-# links). It is not NixOS: only what the module uses.
+# options nix/module.nix sets or reads (assertions, warnings, environment.etc/systemPackages,
+# networking.nftables, systemd.packages and systemd.services) and renders services the way
+# NixOS does (nixos/lib/systemd-lib.nix): a full unit, or with overrideStrategy = "asDropin" a
+# drop-in NAME.service.d/overrides.conf; [Unit] from after/bindsTo/wants/requires/reload
+# triggers and unitConfig, [Service] from serviceConfig, a list as one line per element,
+# [Install] from wantedBy (besides the .wants links). It is not NixOS: only what the module uses.
 { lib, config, ... }:
 let
   inherit (lib) mkOption types;
@@ -103,6 +103,18 @@ in
       type = types.listOf types.unspecified;
       default = [ ];
     };
+    warnings = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+    };
+    networking.nftables.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    networking.nftables.flushRuleset = mkOption {
+      type = types.bool;
+      default = true;
+    };
     environment.systemPackages = mkOption {
       type = types.listOf types.package;
       default = [ ];
@@ -152,5 +164,6 @@ in
         wantedBy = lib.mapAttrs (_: s: s.wantedBy) config.systemd.services;
         etc = lib.mapAttrs (_: e: { inherit (e) text; source = if e.source == null then null else toString e.source; }) config.environment.etc;
         packages = map (p: p.name) config.systemd.packages;
+        inherit (config) warnings;
       };
 }
