@@ -324,7 +324,9 @@ let
     };
 
   # the namespaces to bring up (one with an invalid name only fails its assertion)
-  enabled = filterAttrs (name: _: validName name && validInstance name) (
+  enabled = filterAttrs (
+    name: _: validName name && validInstance name && !(hasSuffix ".conf" name || hasSuffix ".toml" name)
+  ) (
     if cfg.enable then cfg.namespaces else { }
   );
   forwarding = lib.attrNames (filterAttrs (_: ns: ns.forwards != [ ]) enabled);
@@ -452,6 +454,11 @@ let
       {
         assertion = validInstance name;
         message = "${opt name}: '+' and '=' are not allowed in a systemd unit name (wgns@NAME.service): rename the namespace without them.";
+      }
+      {
+        # `wgns up NAME` (wgns@NAME.service) takes such a NAME for the path of a file
+        assertion = !(hasSuffix ".conf" name || hasSuffix ".toml" name);
+        message = "${opt name}: a name ending in .conf or .toml is read by `wgns up` (wgns@NAME.service) as a file path: name the namespace without it.";
       }
       {
         assertion = (ns.profile != null) != (ns.interfaces != { });

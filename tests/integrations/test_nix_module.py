@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.integrations.nixeval import (
 )
 from tests.integrations.unitfiles import needs_analyze, verify
 from wgns.integrations.systemd import confine, units
+from wgns.profile import toml
 from wgns.profile.toml import parse_toml
 from wgns.system import netns
 
@@ -292,6 +294,11 @@ REFUSED = [
         id="not-a-unit-name",
     ),
     pytest.param(
+        f'{NS}."work.conf".{PROFILE}',
+        "a name ending in .conf or .toml is read by `wgns up` (wgns@NAME.service) as a file path",
+        id="name-like-a-file",
+    ),
+    pytest.param(
         f"{NS}.media = {{ {GOOD_IFACE} {PROFILE} }};",
         "set either profile (a .conf or .toml file) or interfaces, not both nor neither",
         id="profile-and-interfaces",
@@ -364,3 +371,74 @@ def test_a_firewall_that_flushes_every_table_is_warned_of(tmp_path: Path) -> Non
     assert "networking.nftables.flushRuleset is true" in warning
     assert "wgns@media.service" in warning
     assert out["noflush.nix"]["warnings"] == out["iptables.nix"]["warnings"] == []
+
+
+FULL = """
+{
+  services.wgns.enable = true;
+  services.wgns.namespaces.full = {
+    backend = "userspace";
+    birthplace = "outside";
+    killSwitch = false;
+    dns = [ "10.0.0.1" ];
+    dnsSearch = [ "example.test" ];
+    allowHost = [ 3128 ];
+    interfaces.a = {
+      privateKeyFile = "/var/lib/wgns/a.key";
+      address = [ "10.0.0.2/32" ];
+      listenPort = 51820;
+      fwmark = "0x1234";
+      mtu = 1420;
+      table = "off";
+      peers = [ {
+        publicKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+        presharedKeyFile = "/var/lib/wgns/a.psk";
+        allowedIPs = [ "0.0.0.0/0" ];
+        endpoint = "198.18.0.1:51820";
+        persistentKeepalive = "off";
+      } ];
+    };
+    interfaces.b.config = "/var/lib/wgns/b.conf";
+    hooks = [ { when = "post-up"; run = "logger up"; netns = "inside"; } ];
+    forwards = [ { hostPort = 8080; nsPort = 80; proto = "udp"; from = [ "10.0.0.0/8" ]; } ];
+  };
+}
+"""
+
+
+def test_every_profile_key_has_an_option_and_wgns_reads_them_all(tmp_path: Path) -> None:
+    """FULL sets every option: the TOML written uses every key of wgns's TOML schema (but the
+    inline secrets, `name` and `units`, which the module does otherwise), and wgns's parser
+    reads each value back."""
+    require_lib()
+    config = tmp_path / "full.nix"
+    config.write_text(FULL)
+    text = _profile(evaluate_configs(config), "full.nix", "full", tmp_path)
+    data = tomllib.loads(text)
+    ifaces, peers = data["interface"], data["interface"][0]["peer"]
+    assert set(data) == set(toml.ROOT_KEYS) - {"name", "units"}
+    assert set().union(*ifaces) == set(toml.INTERFACE_KEYS) - {"private_key"}
+    assert set().union(*peers) == set(toml.PEER_KEYS) - {"preshared_key"}
+    assert set(data["hook"][0]) == set(toml.HOOK_KEYS)
+    assert set(data["forward"][0]) == set(toml.FORWARD_KEYS)
+
+    _secret(tmp_path / "a.key", KEY + "\n")
+    _secret(tmp_path / "a.psk", KEY + "\n")
+    _secret(tmp_path / "b.conf", f"[Interface]\nPrivateKey = {KEY}\nAddress = 10.1.0.2/32\n")
+    profile = parse_toml(text, path=tmp_path / "full.toml")
+    assert (profile.backend.value, profile.birthplace, profile.kill_switch) == (
+        "userspace",
+        "outside",
+        False,
+    )
+    assert ([str(d) for d in profile.dns], profile.dns_search) == (["10.0.0.1"], ("example.test",))
+    assert profile.allow_host == (3128,)
+    a, b = profile.interfaces
+    assert (a.name, a.listen_port, a.fwmark, a.mtu, a.table) == ("a", 51820, 0x1234, 1420, "off")
+    (peer,) = a.peers
+    assert peer.preshared_key is not None and peer.persistent_keepalive == 0
+    assert [str(n) for n in b.addresses] == ["10.1.0.2/32"]
+    (hook,) = profile.hooks
+    assert (hook.when.value, hook.command, hook.where.value) == ("post-up", "logger up", "inside")
+    (fwd,) = profile.forwards
+    assert (fwd.host_port, fwd.ns_port, fwd.proto.value, fwd.mode.value) == (8080, 80, "udp", "nat")
