@@ -46,6 +46,25 @@ let
     label:
     builtins.stringLength label <= 64 && builtins.match "[A-Za-z0-9_.+=@-]+" label != null;
 
+  # A service to confine (its name in systemd.services): wgns.profile.values.parse_unit_name
+  validService =
+    svc:
+    builtins.stringLength svc <= 255 - 8
+    && builtins.match "[-A-Za-z0-9:_.\\]+(@[-A-Za-z0-9:_.@\\]+)?" svc != null;
+  otherUnitTypes = [
+    "socket"
+    "target"
+    "device"
+    "mount"
+    "automount"
+    "swap"
+    "timer"
+    "path"
+    "slice"
+    "scope"
+  ];
+  unitTypeOf = unit: lib.findFirst (t: hasSuffix ".${t}" unit) null otherUnitTypes;
+
   # A path that would put a secret into the world-readable Nix store: a Nix path literal (copied
   # there when used) or a string naming something in it.
   inStore = p: builtins.isPath p || hasPrefix builtins.storeDir (toString p);
@@ -394,6 +413,15 @@ let
       }
     ) ns.forwards;
 
+  svcOpt =
+    svc:
+    lib.showOption [
+      "systemd"
+      "services"
+      svc
+      "wgns"
+      "namespace"
+    ];
   opt = name: lib.showOption [
     "services"
     "wgns"
@@ -498,6 +526,10 @@ let
         message = "${opt name}.allowHost: lists a port twice.";
       }
     ]
+    ++ map (unit: {
+      assertion = unitTypeOf unit == null;
+      message = "${opt name}.confine: ${builtins.toJSON unit} is a ${toString (unitTypeOf unit)} unit: only services can be confined (confine the service it starts).";
+    }) ns.confine
     ++ lib.concatLists ifaceAssertions;
 
   confined = filterAttrs (_: s: s.wgns.namespace != null) top.systemd.services;
@@ -579,13 +611,21 @@ in
     {
       assertions = mapAttrsToList (svc: s: {
         assertion = cfg.enable && cfg.namespaces ? ${s.wgns.namespace};
-        message = "systemd.services.${svc}.wgns.namespace: ${builtins.toJSON s.wgns.namespace} is not a namespace of services.wgns.namespaces${
+        message = "${svcOpt svc}: ${builtins.toJSON s.wgns.namespace} is not a namespace of services.wgns.namespaces${
           lib.optionalString (!cfg.enable) " (and services.wgns.enable is false)"
         }.";
       }) confined
       ++ mapAttrsToList (svc: _: {
+        assertion = validService svc || hasSuffix "@" svc;
+        message = "${svcOpt svc}: ${builtins.toJSON "${svc}.service"} is not a valid systemd unit name.";
+      }) confined
+      ++ mapAttrsToList (svc: _: {
+        assertion = !hasSuffix "@" svc;
+        message = "${svcOpt svc}: ${svc}.service is a template: confine an instance of it (e.g. ${svc}NAME).";
+      }) confined
+      ++ mapAttrsToList (svc: _: {
         assertion = !hasPrefix "wgns@" svc;
-        message = "systemd.services.${svc}.wgns.namespace: ${svc} is the unit of a wgns namespace itself: it cannot be confined.";
+        message = "${svcOpt svc}: ${svc} is the unit of a wgns namespace itself: it cannot be confined.";
       }) confined;
     }
 
@@ -627,7 +667,9 @@ in
         ++ mapAttrsToList (
           name: ns:
           builtins.listToAttrs (
-            map (svc: nameValuePair (lib.removeSuffix ".service" svc) { wgns.namespace = name; }) ns.confine
+            map (svc: nameValuePair (lib.removeSuffix ".service" svc) { wgns.namespace = name; }) (
+              lib.filter (unit: unitTypeOf unit == null) ns.confine
+            )
           )
         ) enabled
       );

@@ -32,6 +32,7 @@ from tests.integrations.unitfiles import needs_analyze, verify
 from wgns.integrations.systemd import confine, units
 from wgns.profile import toml
 from wgns.profile.toml import parse_toml
+from wgns.profile.values import Invalid, parse_unit_name
 from wgns.system import netns
 
 EXAMPLES = REPO / "nix" / "examples"
@@ -234,13 +235,45 @@ NAMES = [
 def test_names_are_what_wgns_accepts() -> None:
     """The module's name check mirrors wgns.system.netns.validate_name, and refuses what
     cannot be a systemd instance name ('+', '=') as `wgns confine` does."""
-    out = evaluate(HARNESS / "names.nix", names=json.dumps(NAMES))
+    out = evaluate(HARNESS / "names.nix", kind="namespace", names=json.dumps(NAMES))
     for item in out:
         name, failed = item["name"], item["failed"]
         invalid = any("invalid namespace name" in m for m in failed)
         assert invalid == (not netns._valid_name(name)), (name, failed)
         unit_refused = any("not allowed in a systemd unit name" in m for m in failed)
         assert unit_refused == ("+" in name or "=" in name), (name, failed)
+
+
+SERVICES = [
+    "web",
+    "foo@bar",
+    "foo@bar@baz",
+    "a:b_c.d-e",
+    "a\\x2db",
+    "x" * 247,
+    "x" * 248,
+    "foo@",
+    "wgns@media",
+    "a b",
+    "a/b",
+    "é",
+    "@x",
+    "a@b c",
+]
+
+
+@needs_nix
+def test_service_names_are_what_wgns_confine_accepts() -> None:
+    """A confined service's name is checked as `wgns confine` checks it (parse_unit_name)."""
+    out = evaluate(HARNESS / "names.nix", kind="service", names=json.dumps(SERVICES))
+    for item in out:
+        name, failed = item["name"], item["failed"]
+        try:
+            parse_unit_name(f"{name}.service")
+            accepted = True
+        except Invalid:
+            accepted = False
+        assert (failed == []) == accepted, (name, failed)
 
 
 def _refusal(tmp_path: Path, body: str) -> str:
@@ -297,6 +330,11 @@ REFUSED = [
         f'{NS}."work.conf".{PROFILE}',
         "a name ending in .conf or .toml is read by `wgns up` (wgns@NAME.service) as a file path",
         id="name-like-a-file",
+    ),
+    pytest.param(
+        f'{NS}.media = {{ {PROFILE} confine = [ "cups.socket" ]; }};',
+        f'{NS}.media.confine: "cups.socket" is a socket unit: only services can be confined',
+        id="confine-a-socket",
     ),
     pytest.param(
         f"{NS}.media = {{ {GOOD_IFACE} {PROFILE} }};",

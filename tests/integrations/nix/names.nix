@@ -1,11 +1,24 @@
-# For each namespace name, the assertions nix/module.nix fails for a namespace of that name:
-#   nix-instantiate --eval --strict --json names.nix --argstr libPath .../lib --argstr names '[...]'
+# For each name, the assertions nix/module.nix fails when a namespace (kind = "namespace") or a
+# confined service (kind = "service", confined to a namespace "media") has that name:
+#   nix-instantiate --eval --strict --json names.nix --argstr libPath .../lib \
+#     --argstr kind namespace --argstr names '[...]'
 {
   libPath,
+  kind,
   names,
 }:
 let
   lib = import libPath;
+  profile = "/var/lib/wgns/profile.conf";
+  settings =
+    name:
+    if kind == "namespace" then
+      { services.wgns.namespaces.${name}.profile = profile; }
+    else
+      {
+        services.wgns.namespaces.media.profile = profile;
+        systemd.services.${name}.wgns.namespace = "media";
+      };
   failed =
     name:
     let
@@ -14,6 +27,7 @@ let
           modules = [
             ./nixos.nix
             ../../../nix/module.nix
+            (settings name)
             {
               _module.args.pkgs = { };
               services.wgns.package = {
@@ -22,7 +36,6 @@ let
                 outPath = "/nix/store/00000000000000000000000000000000-wgns";
               };
               services.wgns.enable = true;
-              services.wgns.namespaces.${name}.profile = "/var/lib/wgns/profile.conf";
             }
           ];
         }).config;
