@@ -24,14 +24,24 @@ python3Packages.buildPythonApplication {
   inherit (project) version;
   pyproject = true;
 
-  src = lib.fileset.toSource {
-    root = ../.;
-    fileset = lib.fileset.unions [
-      ../pyproject.toml
-      ../README.md
-      ../wgns
-      ../scripts/systemd
-    ];
+  # what the build reads: pyproject.toml, the README it names, the package, the unit templates
+  # (lib.cleanSourceWith rather than lib.fileset: it evaluates with older Nix too)
+  src = lib.cleanSourceWith {
+    name = "wgns-source";
+    src = ../.;
+    filter =
+      path: type:
+      let
+        rel = lib.removePrefix (toString ../. + "/") (toString path);
+        under = dir: rel == dir || lib.hasPrefix "${dir}/" rel;
+      in
+      lib.elem rel [
+        "pyproject.toml"
+        "README.md"
+        "scripts"
+      ]
+      || (under "wgns" && baseNameOf rel != "__pycache__" && !lib.hasSuffix ".pyc" rel)
+      || under "scripts/systemd";
   };
 
   # pyproject.toml's [build-system] requires and [project] dependencies (none: the standard

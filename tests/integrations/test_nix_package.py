@@ -4,6 +4,7 @@ wgns; both files parsed, the package evaluated by nix-instantiate with stand-ins
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -94,3 +95,29 @@ def test_the_flake_exposes_the_package_the_module_and_the_overlay() -> None:
     rendered = out["moduleRendered"]
     assert rendered["packages"] == ["package.nix-for-x86_64-linux"]
     assert "wgns@media.service.d/overrides.conf" in rendered["units"]
+
+
+def test_the_source_holds_what_the_build_reads_and_nothing_else() -> None:
+    """The package's src filter, applied as Nix applies it (a directory left out is not entered),
+    to this checkout: pyproject.toml, README.md (pyproject's readme), wgns/ without bytecode,
+    scripts/systemd/ (the unit templates postInstall renders); no tests, docs, .git."""
+    require_lib()
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(REPO):
+        rel = Path(dirpath).relative_to(REPO)
+        dirnames[:] = [d for d in dirnames if d not in (".git", ".venv")]
+        entries += [{"path": str(rel / d), "type": "directory"} for d in dirnames]
+        entries += [{"path": str(rel / f), "type": "regular"} for f in filenames]
+    out = evaluate(HARNESS / "package.nix", files=json.dumps(entries))
+    accepted = set(out["source"])
+    kept = {
+        e["path"]
+        for e in entries
+        if e["type"] == "regular"
+        and all(str(parent) in accepted for parent in Path(e["path"]).parents if str(parent) != ".")
+        and e["path"] in accepted
+    }
+    package = {str(p.relative_to(REPO)) for p in (REPO / "wgns").rglob("*.py")}
+    templates = {str(p.relative_to(REPO)) for p in (REPO / "scripts" / "systemd").iterdir()}
+    assert kept == {"pyproject.toml", "README.md"} | package | templates
+    assert out["sourcePath"].endswith("-wgns-source")
