@@ -70,6 +70,22 @@ def test_every_nix_file_parses() -> None:
         assert r.returncode == 0, f"{path}: {r.stderr}"
 
 
+@needs_nix
+def test_the_nix_in_docs_parses(tmp_path: Path) -> None:
+    """docs/nixos.md's ```nix blocks: each an expression, or bindings of a NixOS module."""
+    blocks = re.findall(
+        r"^```nix\n(.*?)^```", (REPO / "docs" / "nixos.md").read_text(), re.M | re.S
+    )
+    assert len(blocks) >= 3
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"block{i}.nix"
+        path.write_text(block)
+        if instantiate("--parse", str(path)).returncode != 0:
+            path.write_text("{\n" + block + "}\n")
+            r = instantiate("--parse", str(path))
+            assert r.returncode == 0, f"docs/nixos.md block {i + 1}: {r.stderr}\n{block}"
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The examples and PLAIN, in one evaluation."""
