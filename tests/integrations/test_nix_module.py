@@ -88,11 +88,35 @@ def test_the_nix_in_docs_parses(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The examples and PLAIN, in one evaluation."""
+    """The examples, PLAIN and docs/nixos.md's setups (docs0.nix, ...), in one evaluation."""
     require_lib()
-    plain = tmp_path_factory.mktemp("nix") / "plain.nix"
+    tmp = tmp_path_factory.mktemp("nix")
+    plain = tmp / "plain.nix"
     plain.write_text(PLAIN)
-    return evaluate_configs(EXAMPLES / "media.nix", EXAMPLES / "mullvad.nix", plain)
+    docs = []
+    for block in _doc_blocks():
+        if block.startswith("services.wgns.enable = true;"):
+            docs.append(tmp / f"docs{len(docs)}.nix")
+            docs[-1].write_text("{\n" + block + "}\n")
+    return evaluate_configs(EXAMPLES / "media.nix", EXAMPLES / "mullvad.nix", plain, *docs)
+
+
+def _doc_blocks() -> list[str]:
+    text = (REPO / "docs" / "nixos.md").read_text()
+    return re.findall(r"^```nix\n(.*?)^```", text, re.M | re.S)
+
+
+def test_the_setups_in_the_docs_are_the_examples(rendered: dict[str, Any]) -> None:
+    """docs/nixos.md's setups evaluate, to the namespaces and confinements of nix/examples."""
+    for doc, example in (("docs0.nix", "media.nix"), ("docs1.nix", "mullvad.nix")):
+        got, want = rendered[doc], rendered[example]
+        assert set(got["etc"]) == set(want["etc"])
+        assert {u for u in got["units"] if "@" in u} == {u for u in want["units"] if "@" in u}
+        for unit, text in want["units"].items():
+            if "NetworkNamespacePath=" in text:
+                ns = text.partition("NetworkNamespacePath=/run/netns/")[2].split()[0]
+                # the docs leave the services' own settings out: only the confinement is there
+                assert _sections(got["units"][unit]) == _sections(confine.dropin_text(unit, ns))
 
 
 def _sections(text: str) -> dict[str, list[str]]:
@@ -213,7 +237,7 @@ def test_the_units_pass_systemd_analyze_verify(rendered: dict[str, Any], tmp_pat
     # the packaged unit that plain.nix confines with a drop-in
     (unit_dir / "plain.service").write_text("[Service]\nExecStart=/bin/sleep infinity\n")
     checked = []
-    for result in rendered.values():
+    for result in (rendered[c] for c in ("media.nix", "mullvad.nix", "plain.nix")):
         for name, text in result["units"].items():
             path = unit_dir / name
             path.parent.mkdir(exist_ok=True)
