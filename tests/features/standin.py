@@ -50,11 +50,15 @@ class StandIn:
         self.sandbox.untrack(self.proc)
 
 
-def start(sandbox: Sandbox, *, tag: str = "c1", setup: str = "") -> StandIn:
+def start(
+    sandbox: Sandbox, *, tag: str = "c1", setup: str = "", resolv: str | None = RESOLV
+) -> StandIn:
     """A new stand-in container, lo up as engines leave it; SETUP: shell commands run inside it
-    first (as root)."""
+    first (as root). Its resolv.conf is the file TAG names, written with RESOLV (None: as it
+    is, the engine's file kept across a restart, as Docker keeps it)."""
     source = f"{SANDBOX_TMP}/{tag}-resolv.conf"
-    sandbox.write_file(source, RESOLV)
+    if resolv is not None:
+        sandbox.write_file(source, resolv)
     script = (
         f"mount --bind {source} /etc/resolv.conf && ip link set lo up && {setup or 'true'} "
         "&& exec sleep 600"

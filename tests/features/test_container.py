@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.features import standin
 from tests.lifecycle.test_lifecycle import assert_same, write_profile
+from wgns.features import killswitch
 from wgns.system import names
 from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim import Provider
@@ -20,6 +21,15 @@ WG = names.wg_ifname(NAME, "vpn")
 def status_of(wgns: Any, ns: str = NAME) -> dict[str, Any]:
     (entry,) = json.loads(wgns("status", ns, "--json").stdout)["namespaces"]
     return entry  # type: ignore[no-any-return]
+
+
+def gone(pid: int) -> bool:
+    """PID has exited (a zombie until its new parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def curl_inside(c: standin.StandIn, url: str) -> str:
@@ -58,4 +68,112 @@ def test_pid_gets_the_tunnel_dns_and_down_leaves_host_and_container_as_they_were
     assert_same(host_before, sandbox.snapshot())
     assert_same(inside_before, c.snapshot())
     assert sandbox.read_text(c.resolv_source) == standin.RESOLV
+    c.stop()
+
+
+def test_container_gone_status_says_so_and_down_removes_every_trace(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    profile = write_profile(sandbox, provider.client_conf())
+    before = sandbox.settled_snapshot()
+    c = standin.start(sandbox)
+    wgns("up", profile, "--pid", str(c.pid), "--name", NAME)
+    daemon = status_of(wgns)["interfaces"][0]["daemon"]
+    assert daemon["alive"]
+    c.stop()
+
+    st = status_of(wgns)
+    assert any(f"process {c.pid} is gone" in b for b in st["broken"]), st["broken"]
+    text = wgns("status", NAME).stdout
+    assert "BROKEN" in text and "is gone" in text
+    # `up` without a new process to go into says what to do, and changes nothing
+    again = wgns("up", profile, "--name", NAME, check=False)
+    assert again.returncode == 1 and "--container" in again.stderr
+    assert status_of(wgns)["interfaces"][0]["daemon"] == daemon
+
+    wgns("down", NAME)  # the nft table, the daemon, the record and the name: all gone
+    assert_same(before, sandbox.snapshot())
+    assert gone(daemon["pid"])
+
+
+def test_restarted_container_is_picked_up_again_by_the_same_name(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    profile = write_profile(sandbox, provider.client_conf())
+    before = sandbox.settled_snapshot()
+    first = standin.start(sandbox)
+    wgns("up", profile, "--pid", str(first.pid), "--name", NAME)
+    old_daemon = status_of(wgns)["interfaces"][0]["daemon"]["pid"]
+    first.stop()
+    # restarted: a new process in a new namespace, the engine's resolv.conf file kept (it
+    # still holds what wgns wrote)
+    second = standin.start(sandbox, resolv=None)
+    assert "wgns" in second.resolv()
+
+    r = wgns("up", profile, "--pid", str(second.pid), "--name", NAME)
+    assert "repaired" in r.stderr and "is gone" in r.stderr
+    assert second.links() == sorted(["lo", WG])
+    assert curl_inside(second, f"http://{provider.web_v4}/") == "198.18.1.2"
+    st = status_of(wgns)
+    assert st["broken"] == [] and second.pid in [p["pid"] for p in st["processes"]]
+    # the first daemon was stopped with the rest of the stale namespace
+    assert gone(old_daemon)
+    assert st["interfaces"][0]["daemon"]["alive"]
+
+    wgns("down", NAME)
+    # the original resolv.conf, saved by the first `up`, is back
+    assert second.resolv() == standin.RESOLV
+    second.stop()
+    assert_same(before, sandbox.snapshot())
+
+
+def test_refused_before_any_change(sandbox: Sandbox, provider: Provider, wgns: Any) -> None:
+    profile = write_profile(sandbox, provider.client_conf())
+    busy = standin.start(sandbox, tag="c2", setup="ip link add eth0 type veth peer name eth1")
+    host_proc = sandbox.popen(["sleep", "600"])  # in the sandbox's (the host's) namespace
+    before = sandbox.settled_snapshot()
+    cases = {
+        "no process 999999": ["--pid", "999999"],
+        "this host's own network namespace": ["--pid", str(host_proc.pid)],
+        "interfaces besides lo (eth0, eth1)": ["--pid", str(busy.pid)],
+        "namespace provider already exists": ["--pid", str(busy.pid), "--name", "provider"],
+    }
+    for message, args in cases.items():
+        r = wgns("up", profile, "--name", NAME, *args, check=False)
+        assert r.returncode == 1 and message in r.stderr, (message, r.stderr)
+    assert_same(before, sandbox.snapshot())
+    assert busy.links() == ["eth0", "eth1", "lo"]
+
+    # --keep-interfaces: eth0 stays, and the kill switch closes it
+    busy.run(["ip", "addr", "add", "198.18.200.1/24", "dev", "eth0"])
+    busy.run(["ip", "link", "set", "eth0", "up"])
+    busy.run(["ip", "link", "set", "eth1", "up"])
+    wgns("up", profile, "--pid", str(busy.pid), "--name", NAME, "--keep-interfaces")
+    assert busy.links() == sorted(["eth0", "eth1", "lo", WG])
+    table = ["nft", "list", "table", "inet", names.nft_table(NAME)]
+    dropped = killswitch.refused(busy.run(table).stdout)
+    ping = busy.run(["ping", "-c1", "-W1", "198.18.200.9"], check=False)
+    assert ping.returncode != 0 and " 0 received" in ping.stdout
+    assert killswitch.refused(busy.run(table).stdout) > dropped
+    assert curl_inside(busy, f"http://{provider.web_v4}/") == "198.18.1.2"
+    wgns("down", NAME)
+    assert busy.links() == ["eth0", "eth1", "lo"]
+    busy.stop()
+    host_proc.kill()
+    host_proc.wait()
+    sandbox.untrack(host_proc)
+
+
+def test_dry_run_names_the_attach_and_changes_nothing(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    c = standin.start(sandbox)
+    profile = write_profile(sandbox, provider.client_conf())
+    before = sandbox.settled_snapshot()
+    out = wgns("up", profile, "--pid", str(c.pid), "--name", NAME, "--dry-run").stdout
+    lines = out.splitlines()
+    assert lines[0] == f"ip netns attach {NAME} {c.pid}"
+    assert f"write /etc/resolv.conf of process {c.pid} (its own, in its mount namespace)" in lines
+    assert_same(before, sandbox.snapshot())
+    assert c.resolv() == standin.RESOLV
     c.stop()
