@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.features import standin
+import pytest
+
+from tests.features import leakwatch, standin
+from tests.features import test_forward as forwarding
 from tests.lifecycle.test_lifecycle import assert_same, write_profile
 from wgns.features import killswitch
 from wgns.system import names
@@ -176,4 +179,54 @@ def test_dry_run_names_the_attach_and_changes_nothing(
     assert f"write /etc/resolv.conf of process {c.pid} (its own, in its mount namespace)" in lines
     assert_same(before, sandbox.snapshot())
     assert c.resolv() == standin.RESOLV
+    c.stop()
+
+
+@pytest.mark.parametrize("outage", ["peer unreachable", "daemon killed"])
+def test_nothing_leaks_from_the_container_when_the_tunnel_dies(
+    outage: str, sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    c = standin.start(sandbox)
+    profile = write_profile(sandbox, provider.client_conf(ipv6=False))
+    tag = "ctr" + "".join(w[0] for w in outage.split())
+    with provider.capture() as cap:
+        # named as the leak tests' namespace, so that their battery runs in it by that name
+        wgns("up", profile, "--pid", str(c.pid), "--name", leakwatch.NS)
+        got = leakwatch.battery(sandbox, provider, tag + "a", leakwatch.UP_TIMEOUT)
+        leakwatch.assert_tunnel_works(got, ipv6=False, provider=provider, tag=tag + "a")
+        if outage == "peer unreachable":
+            provider.cut_endpoint()
+        else:
+            (iface,) = status_of(wgns, leakwatch.NS)["interfaces"]
+            sandbox.run(["kill", "-9", str(iface["daemon"]["pid"])])
+        got = leakwatch.battery(sandbox, provider, tag + "b")
+        leakwatch.assert_nothing_gets_through(got)
+        # and the container's own resolver, through its own resolv.conf, gets nowhere
+        dig = c.run(["dig", "+time=1", "+tries=1", f"{tag}.leak.test"], check=False)
+        assert dig.returncode != 0
+    leakwatch.assert_only_wireguard(cap, provider, expect_wireguard=True)
+    leakwatch.assert_no_server_saw_the_host(provider, tag)
+    wgns("down", leakwatch.NS)
+    assert c.links() == ["lo"]
+    c.stop()
+
+
+def test_a_forward_reaches_the_container_from_the_host(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    c = standin.start(sandbox)
+    wgns("up", write_profile(sandbox, provider.client_conf()), "--pid", str(c.pid), "--name", NAME)
+    inside = ["nsenter", "-t", str(c.pid), "-n", "-m", "--"]
+    srv = forwarding.start(sandbox, [*inside, "python3", "-c", forwarding.SERVER, "8080"])
+    try:
+        wgns("forward", "add", NAME, "9091:8080", env=forwarding.ENV)
+        assert forwarding.curl(sandbox, "http://127.0.0.1:9091/") == (0, "hello from ns")
+        assert forwarding.curl(sandbox, "http://[::1]:9091/")[0] == 0  # through the relay
+        (row,) = status_of(wgns)["forwards"]
+        assert row["host_port"] == 9091 and row["ns_port"] == 8080
+        wgns("forward", "remove", NAME, "9091", env=forwarding.ENV)
+        assert forwarding.curl(sandbox, "http://127.0.0.1:9091/")[0] == 7
+    finally:
+        forwarding.stop(sandbox, srv)
+    wgns("down", NAME)
     c.stop()
