@@ -151,6 +151,8 @@ def test_refused_before_any_change(sandbox: Sandbox, provider: Provider, wgns: A
     busy.run(["ip", "addr", "add", "198.18.200.1/24", "dev", "eth0"])
     busy.run(["ip", "link", "set", "eth0", "up"])
     busy.run(["ip", "link", "set", "eth1", "up"])
+    busy.run(["ip", "route", "add", "default", "via", "198.18.200.2", "dev", "eth0"])
+    routes_before = busy.run(["ip", "route"]).stdout
     wgns("up", profile, "--pid", str(busy.pid), "--name", NAME, "--keep-interfaces")
     assert busy.links() == sorted(["eth0", "eth1", "lo", WG])
     table = ["nft", "list", "table", "inet", names.nft_table(NAME)]
@@ -159,8 +161,10 @@ def test_refused_before_any_change(sandbox: Sandbox, provider: Provider, wgns: A
     assert ping.returncode != 0 and " 0 received" in ping.stdout
     assert killswitch.refused(busy.run(table).stdout) > dropped
     assert curl_inside(busy, f"http://{provider.web_v4}/") == "198.18.1.2"
+    assert "198.18.200.2" not in busy.run(["ip", "route"]).stdout  # the tunnel's default route
     wgns("down", NAME)
     assert busy.links() == ["eth0", "eth1", "lo"]
+    assert busy.run(["ip", "route"]).stdout == routes_before
     busy.stop()
     host_proc.kill()
     host_proc.wait()

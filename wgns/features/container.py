@@ -20,6 +20,7 @@ containerdns.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -220,7 +221,7 @@ def validate(profile: Profile, target: Target) -> tuple[Identity, bool]:
             f"the network namespace of {target.label} has interfaces besides lo "
             f"({', '.join(extra)}): they would be other ways out than the tunnel",
             hint="start the container with `--network none`, or give --keep-interfaces to keep "
-            "them, closed by the kill switch (the tunnel's routes replace theirs)",
+            "them, closed by the kill switch (the tunnel's routes replace theirs until `down`)",
         )
     return ident, True
 
@@ -271,6 +272,81 @@ class AttachNetns(Op):
             raise WgnsError(f"cannot remove the name {path}: {e.strerror}") from None
 
 
+def _route_line(r: dict[str, Any]) -> str | None:
+    """An `ip route replace` line for R (`ip -j route` output), None for what it cannot be."""
+    dst, dev = r.get("dst"), r.get("dev")
+    if (
+        not isinstance(dst, str)
+        or not isinstance(dev, str)
+        or r.get("type", "unicast") != "unicast"
+    ):
+        return None
+    words = ["route", "replace", dst]
+    if r.get("gateway"):
+        words += ["via", str(r["gateway"])]
+    words += ["dev", dev]
+    for key, word in (("protocol", "proto"), ("scope", "scope"), ("metric", "metric")):
+        if r.get(key) is not None:
+            words += [word, str(r[key])]
+    if r.get("prefsrc"):
+        words += ["src", str(r["prefsrc"])]
+    if "onlink" in r.get("flags", ()):
+        words.append("onlink")
+    return " ".join(words)
+
+
+@dataclass(kw_only=True)
+class KeepRoutes(Op):
+    """--keep-interfaces: the main table's routes of NS (a container's own) as they were before
+    the tunnel's routes replaced some (its default route), put back by undo."""
+
+    beside_background = True  # reads only
+    kind = "netns_keep_routes"
+    ns: str
+
+    def describe(self) -> str:
+        return f"note the routes of {self.ns} (put back at `down`)"
+
+    def _routes(self) -> dict[str, list[dict[str, Any]]]:
+        from wgns.system.tools import run
+
+        out = {}
+        for family in ("-4", "-6"):
+            proc = run(["ip", "-n", self.ns, "-j", family, "route", "show", "table", "main"])
+            out[family] = json.loads(proc.stdout or "[]")
+        return out
+
+    def prepare(self, ctx: Context) -> None:
+        self.result["routes"] = {
+            family: [line for r in routes if (line := _route_line(r)) is not None]
+            for family, routes in self._routes().items()
+        }
+
+    def apply(self, ctx: Context) -> None:
+        pass
+
+    def undo(self, ctx: Context) -> None:
+        saved: dict[str, list[str]] = self.result.get("routes", {})
+        if not saved or not netns.exists(self.ns):
+            return
+        from wgns.system.tools import run
+
+        now = {
+            family: {line for r in routes if (line := _route_line(r)) is not None}
+            for family, routes in self._routes().items()
+        }
+        errors = []
+        for family, lines in saved.items():
+            for line in lines:
+                if line in now.get(family, set()):
+                    continue
+                proc = run(["ip", "-n", self.ns, family, *line.split()], check=False)
+                if proc.returncode != 0:
+                    errors.append(f"{line}: {proc.stderr.strip()}")
+        if errors:
+            raise WgnsError(f"cannot put back the routes of {self.ns}: {'; '.join(errors)}")
+
+
 @dataclass(frozen=True)
 class Placement:
     """The facts `up` plans a container's namespace from (wgns.lifecycle.plan)."""
@@ -282,10 +358,13 @@ class Placement:
     inherited: str | None = None  # the original resolv.conf a stale `up` of the name saved
 
     def attach_ops(self, ns: str) -> list[Op]:
-        if not self.attach:
-            return []
         i = self.ident
-        return [AttachNetns(ns=ns, pid=i.pid, starttime=i.starttime, dev=i.dev, ino=i.ino)]
+        ops: list[Op] = []
+        if self.attach:
+            ops.append(AttachNetns(ns=ns, pid=i.pid, starttime=i.starttime, dev=i.dev, ino=i.ino))
+        if self.target.keep_interfaces:
+            ops.append(KeepRoutes(ns=ns))
+        return ops
 
     def dns_ops(self) -> list[Op]:
         if self.resolv is None:
