@@ -65,6 +65,13 @@ def test_pid_gets_the_tunnel_dns_and_down_leaves_host_and_container_as_they_were
 
     st = status_of(wgns)
     assert st["phase"] == "up" and st["broken"] == [] and st["owner"] == "pre-existing"
+    # the other commands work by the name
+    check = wgns("check", NAME, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    via_exec = wgns(
+        "exec", NAME, "--", "curl", "-sS", "--max-time", "5", f"http://{provider.web_v4}/"
+    )
+    assert via_exec.stdout.strip() == "198.18.1.2"
     assert st["processes"] and c.pid in [p["pid"] for p in st["processes"]]
 
     wgns("down", NAME)
