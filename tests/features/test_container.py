@@ -120,6 +120,8 @@ def test_restarted_container_is_picked_up_again_by_the_same_name(
     second = standin.start(sandbox, resolv=None)
     assert "wgns" in second.resolv()
 
+    plan = wgns("up", profile, "--pid", str(second.pid), "--name", NAME, "--dry-run")
+    assert plan.stdout.splitlines()[0] == f"ip netns attach {NAME} {second.pid}"
     r = wgns("up", profile, "--pid", str(second.pid), "--name", NAME)
     assert "repaired" in r.stderr and "is gone" in r.stderr
     assert second.links() == sorted(["lo", WG])

@@ -59,12 +59,17 @@ def test_loops_and_directories_are_refused(tmp_path: Path) -> None:
 
 
 def test_the_engine_hint_names_the_dns_option() -> None:
-    hint = containerdns.engine_hint("podman", ["10.64.0.1", "fd00::1"])
+    hint = containerdns.engine_hint("docker", ["10.64.0.1", "fd00::1"])
     assert (
         hint
-        == "start the container with `podman run --network none --dns 10.64.0.1 --dns fd00::1 ...`"
+        == "start the container with `docker run --network none --dns 10.64.0.1 --dns fd00::1 ...`"
     )
-    assert "docker run (or podman run)" in containerdns.engine_hint(None, [])
+    assert containerdns.engine_hint(None, ["10.64.0.1"]) == (
+        "start the container with `docker run --network none --dns 10.64.0.1 ...`"
+    )
+    # podman refuses --dns with --network none: a file of one's own
+    podman = containerdns.engine_hint("podman", ["10.64.0.1"])
+    assert "-v FILE:/etc/resolv.conf" in podman and "naming 10.64.0.1" in podman
 
 
 def test_a_symlinked_resolv_conf_is_written_inside_the_container_and_edits_are_kept(

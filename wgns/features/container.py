@@ -190,11 +190,12 @@ def _not_the_host(target: Target, ident: Identity) -> None:
         )
 
 
-def validate(profile: Profile, target: Target) -> tuple[Identity, bool]:
+def validate(profile: Profile, target: Target, *, replacing: bool = False) -> tuple[Identity, bool]:
     """Everything checked before `up` changes anything: (the namespace's identity, whether
     the name must be made). Refused: no such process; the host's (wgns's own) or the
-    birthplace's namespace; a name that already names another namespace; a namespace with
-    interfaces besides lo, unless --keep-interfaces."""
+    birthplace's namespace; a name that already names another namespace (REPLACING: the name
+    is a stale record's, removed first); a namespace with interfaces besides lo, unless
+    --keep-interfaces."""
     ns = profile.name
     ident = identity_of(target.pid)
     nsfile = f"/proc/{target.pid}/ns/net"
@@ -202,14 +203,14 @@ def validate(profile: Profile, target: Target) -> tuple[Identity, bool]:
     bp = profile.birthplace
     if bp is not None and _same_ns(netns.path_of(bp), ident):
         raise WgnsError(f"{target.label} is in the birthplace namespace {bp}")
-    if netns.exists(ns):
+    if netns.exists(ns) and not replacing:
         if _same_ns(netns.path_of(ns), ident):
             return ident, False  # already named so (by `ip netns attach`, or a repair)
         raise WgnsError(
             f"namespace {ns} already exists and is not the network namespace of {target.label}",
             hint="choose another --name",
         )
-    others = _named_elsewhere(ident)
+    others = [n for n in _named_elsewhere(ident) if n != ns]
     if others:
         raise WgnsError(
             f"the network namespace of {target.label} is already named {', '.join(others)}",
@@ -390,7 +391,12 @@ class Placement:
 
 
 def placement(
-    profile: Profile, target: Target, resolv: str, *, inherited: str | None = None
+    profile: Profile,
+    target: Target,
+    resolv: str,
+    *,
+    inherited: str | None = None,
+    replacing: bool = False,
 ) -> Placement:
     """Validate TARGET for PROFILE (see :func:`validate`) and decide about its DNS: RESOLV goes
     into the container's own resolv.conf, or, where that cannot be done safely, a warning says
@@ -398,7 +404,7 @@ def placement(
     from wgns import log
     from wgns.features import containerdns
 
-    ident, attach = validate(profile, target)
+    ident, attach = validate(profile, target, replacing=replacing)
     why = containerdns.writable(target.pid)
     if why is not None:
         servers = [str(a) for a in profile.dns]

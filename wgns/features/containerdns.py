@@ -105,10 +105,18 @@ def writable(pid: int) -> str | None:
 
 
 def engine_hint(engine: str | None, servers: Sequence[str]) -> str:
-    """The option the engine should have been given, for the message `up` prints instead."""
+    """What the container should have been started with, for the message `up` prints instead.
+    Docker writes --dns servers into the resolv.conf it mounts, --network none too; Podman
+    refuses --dns with --network none ("conflicting options"): a file of one's own, then."""
+    if engine == "podman":
+        what = ", ".join(servers) or "the tunnel's DNS server"
+        return (
+            "start the container with a resolv.conf naming "
+            f"{what}: `podman run --network none -v FILE:/etc/resolv.conf ...` (podman refuses "
+            "--dns with --network none)"
+        )
     opts = " ".join(f"--dns {s}" for s in servers) or "--dns ADDRESS"
-    run = f"{engine} run" if engine else "docker run (or podman run)"
-    return f"start the container with `{run} --network none {opts} ...`"
+    return f"start the container with `docker run --network none {opts} ...`"
 
 
 @dataclass(kw_only=True)

@@ -74,11 +74,16 @@ def netns_files(profile: Profile) -> dict[str, str]:
 
 
 def gather_facts(
-    profile: Profile, target: Target | None = None, *, inherited: str | None = None
+    profile: Profile,
+    target: Target | None = None,
+    *,
+    inherited: str | None = None,
+    replacing: bool = False,
 ) -> Facts:
     """Everything `up` needs to know, read-only: a profile that cannot work fails here.
     TARGET: the process whose namespace gets the tunnel (--pid, --container); INHERITED: the
-    container's original resolv.conf a stale record of the name saved."""
+    container's original resolv.conf a stale record of the name saved; REPLACING: that record
+    is cleared first (its name too)."""
     if profile.birthplace is not None and not netns.exists(profile.birthplace):
         raise ConfigError(
             f"birthplace namespace {profile.birthplace!r} does not exist",
@@ -97,7 +102,9 @@ def gather_facts(
     if target is not None:
         from wgns.features import container
 
-        placed = container.placement(profile, target, files["resolv.conf"], inherited=inherited)
+        placed = container.placement(
+            profile, target, files["resolv.conf"], inherited=inherited, replacing=replacing
+        )
     return Facts(
         ns_exists=placed is not None or netns.exists(profile.name),
         backend=chosen,
@@ -196,7 +203,8 @@ def plan(
             ops = repair_ops(profile, gather_facts(profile), probe.broken_ifnames(rec))
             return "repaired", ops + view_repair_ops(rec)
         if problems:
-            return "repaired", plan_up(profile, gather_facts(profile, target))
+            facts = gather_facts(profile, target, inherited=_inherited(rec), replacing=True)
+            return "repaired", plan_up(profile, facts)
         if not reload:
             return "already up", []
         return "reloaded", reloading.plan_reload(profile, rec, gather_facts(profile)).ops
@@ -243,6 +251,10 @@ def up(profile: Profile, *, reload: bool = False, target: Target | None = None) 
                     notes += reloading.reload(profile, rec, gather_facts(profile))
                 return UpResult(ns, "repaired", rec.backend, _recorded_ifnames(rec), notes)
             # the namespace was deleted: nothing inside can be alive; clear and start again
+        if rec is not None and target is not None:  # the new namespace checked before the old goes
+            from wgns.features import container
+
+            container.validate(profile, target, replacing=True)
         if rec is not None:
             what = "its remains" if notes else "an interrupted run"
             log.info("wgns: %s: cleaning up %s", ns, what)
