@@ -12,7 +12,14 @@ import pytest
 from tests.features import leakwatch, standin
 from tests.features import test_forward as forwarding
 from tests.lifecycle.test_lifecycle import assert_same, write_profile
+from tests.lifecycle.test_plan import PRIVATE, _iface
+from wgns.engine.ops import AddNetns, ConfigureLink, LinkUp, NftTable
+from wgns.engine.plan import render
 from wgns.features import killswitch
+from wgns.features.container import AttachNetns, Identity, KeepRoutes, Placement, Target
+from wgns.features.containerdns import ContainerResolvConf
+from wgns.lifecycle.plan import Facts, plan_up
+from wgns.profile.model import Profile
 from wgns.system import names
 from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim import Provider
@@ -24,6 +31,36 @@ WG = names.wg_ifname(NAME, "vpn")
 def status_of(wgns: Any, ns: str = NAME) -> dict[str, Any]:
     (entry,) = json.loads(wgns("status", ns, "--json").stdout)["namespaces"]
     return entry  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("backend", ["userspace", "kernel"])
+@pytest.mark.parametrize("keep", [False, True], ids=["lo-only", "keep-interfaces"])
+def test_the_plan_names_the_namespace_first_and_never_creates_one(backend: str, keep: bool) -> None:
+    iface = _iface("vpn", 0, ipv6=True, hooks=False)
+    profile = Profile(name=NAME, source="/tmp/vpn.conf", interfaces=(iface,), kill_switch=True)
+    placed = Placement(
+        Identity(pid=42, starttime=7, dev=4, ino=4026532000),
+        Target(pid=42, keep_interfaces=keep),
+        attach=True,
+        resolv="nameserver 10.0.0.1\n",
+    )
+    facts = Facts(
+        ns_exists=True,
+        backend=backend,
+        mtus={"vpn": 1420},
+        resolved={"vpn": iface},
+        netns_files={"resolv.conf": "nameserver 10.0.0.1\n"},
+        container=placed,
+    )
+    ops = plan_up(profile, facts)
+    kinds = [type(op) for op in ops]
+    assert kinds[0] is AttachNetns  # so that the name goes last at `down`
+    assert (kinds[1] is KeepRoutes) == keep
+    assert AddNetns not in kinds
+    kill = kinds.index(NftTable)
+    assert kill < kinds.index(ConfigureLink) and kill < kinds.index(LinkUp)
+    assert kinds.index(ContainerResolvConf) < kinds.index(ConfigureLink)
+    assert all(PRIVATE not in line for line in render(ops))
 
 
 def gone(pid: int) -> bool:
@@ -171,6 +208,9 @@ def test_refused_before_any_change(sandbox: Sandbox, provider: Provider, wgns: A
     assert killswitch.refused(busy.run(table).stdout) > dropped
     assert curl_inside(busy, f"http://{provider.web_v4}/") == "198.18.1.2"
     assert "198.18.200.2" not in busy.run(["ip", "route"]).stdout  # the tunnel's default route
+    # one container, one name
+    twice = wgns("up", profile, "--pid", str(busy.pid), "--name", "other", check=False)
+    assert twice.returncode == 1 and f"already named {NAME}" in twice.stderr
     wgns("down", NAME)
     assert busy.links() == ["eth0", "eth1", "lo"]
     assert busy.run(["ip", "route"]).stdout == routes_before
