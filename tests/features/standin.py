@@ -64,15 +64,20 @@ def start(
         "&& exec sleep 600"
     )
     proc = sandbox.popen(["unshare", "-n", "-m", "--", "sh", "-c", script])
-    c = StandIn(sandbox, proc, source)
+    wait_started(proc)
+    return StandIn(sandbox, proc, source)
+
+
+def wait_started(proc: subprocess.Popen[Any]) -> None:
+    """Until PROC runs sleep: its namespaces are made (and its file mounted)."""
     deadline = time.monotonic() + 10
-    while True:  # ready once sleep runs: the namespaces are made and the file is mounted
+    while True:
         try:
             with open(f"/proc/{proc.pid}/comm") as f:
                 if f.read().strip() == "sleep":
-                    return c
+                    return
         except OSError:
             pass
-        assert proc.poll() is None, f"the stand-in container exited ({proc.returncode})"
-        assert time.monotonic() < deadline, "the stand-in container never started"
+        assert proc.poll() is None, f"the stand-in exited ({proc.returncode})"
+        assert time.monotonic() < deadline, "the stand-in never started"
         time.sleep(0.02)

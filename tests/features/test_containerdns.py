@@ -111,3 +111,19 @@ def test_without_a_resolv_conf_up_says_so_and_names_the_dns_option(
     assert c.run(["ls", "/etc"]).stdout == ""  # nothing created
     wgns("down", "app")
     c.stop()
+
+
+def test_a_process_sharing_the_hosts_file_system_leaves_the_hosts_resolv_conf_alone(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    host_resolv = sandbox.read_text("/etc/resolv.conf")
+    proc = sandbox.popen(["unshare", "-n", "--", "sleep", "600"])  # a network namespace only
+    standin.wait_started(proc)
+    profile = write_profile(sandbox, provider.client_conf())
+    r = wgns("up", profile, "--pid", str(proc.pid), "--name", "app")
+    assert "is this host's own" in r.stderr
+    assert sandbox.read_text("/etc/resolv.conf") == host_resolv
+    wgns("down", "app")
+    proc.kill()
+    proc.wait()
+    sandbox.untrack(proc)

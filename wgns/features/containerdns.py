@@ -95,12 +95,32 @@ def _rewrite(fd: int, text: str) -> None:
     os.pwrite(fd, text.encode(), 0)
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _the_hosts(pid: int, fd: int) -> bool:
+    """PID's resolv.conf (open as FD) is this host's: it shares our mount namespace, or the
+    file is the one we see as /etc/resolv.conf (a bind mount of it, a shared root)."""
+    try:
+        if _same_file(os.stat(f"/proc/{pid}/ns/mnt"), os.stat("/proc/self/ns/mnt")):
+            return True
+        return _same_file(os.fstat(fd), os.stat(RESOLV_CONF))
+    except OSError:
+        return False
+
+
 def writable(pid: int) -> str | None:
     """Why PID's /etc/resolv.conf cannot be rewritten safely (None: it can). Read-only."""
     try:
-        os.close(_open_resolv(pid, os.O_RDWR))
+        fd = _open_resolv(pid, os.O_RDWR)
     except OSError as e:
         return f"{RESOLV_CONF} inside it cannot be written ({e.strerror})"
+    try:
+        if _the_hosts(pid, fd):
+            return f"its {RESOLV_CONF} is this host's own (it shares the host's file system)"
+    finally:
+        os.close(fd)
     return None
 
 
@@ -142,6 +162,8 @@ class ContainerResolvConf(Op):
                 f"cannot read {RESOLV_CONF} of process {self.pid}: {e.strerror}"
             ) from None
         try:
+            if _the_hosts(self.pid, fd):
+                raise WgnsError(f"{RESOLV_CONF} of process {self.pid} is this host's own")
             prior = _read(fd)
             st = os.fstat(fd)
         finally:
