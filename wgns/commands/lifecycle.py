@@ -11,6 +11,7 @@ from wgns.errors import UsageError, WgnsError
 from wgns.system import netns
 
 if TYPE_CHECKING:
+    from wgns.features.container import Target
     from wgns.lifecycle.up import UpResult
     from wgns.profile.model import Profile
 
@@ -30,7 +31,11 @@ def register(
     )
     common(p)
     p.add_argument("profile", metavar="PROFILE")
-    p.add_argument("--name", metavar="NS", help="namespace name (default: the profile's)")
+    p.add_argument(
+        "--name",
+        metavar="NS",
+        help="namespace name (default: the profile's; with --container, the container's)",
+    )
     p.add_argument("--backend", choices=["auto", "kernel", "userspace"], default=None)
     p.add_argument(
         "--reload",
@@ -53,6 +58,31 @@ def register(
         "repair the tunnel in place until SIGTERM or Ctrl-C, and take it down; what "
         "wgns@.service runs (docs/systemd.md)",
     )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="put the tunnel into the network namespace of process PID (a container's), which "
+        "wgns names NS and never deletes (docs/containers.md)",
+    )
+    where.add_argument(
+        "--container",
+        metavar="NAME",
+        help="the same for the running Docker or Podman container NAME (the engine is asked for "
+        "its PID only)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["docker", "podman"],
+        help="with --container: ask only this engine (default: docker, then podman)",
+    )
+    p.add_argument(
+        "--keep-interfaces",
+        action="store_true",
+        help="with --pid/--container: accept a namespace that has interfaces besides lo; they "
+        "stay, closed by the kill switch (default: refused)",
+    )
     p.set_defaults(func=cmd_up)
 
     d = sub.add_parser(
@@ -68,8 +98,42 @@ def register(
     d.set_defaults(func=cmd_down)
 
 
+def target_of(args: argparse.Namespace) -> Target | None:
+    """The process --pid or --container names (the engine asked now), None without them."""
+    if args.pid is None and args.container is None:
+        for option in ("engine", "keep_interfaces"):
+            if getattr(args, option):
+                raise UsageError(
+                    f"--{option.replace('_', '-')} goes with --pid or --container",
+                    hint="wgns up PROFILE --container NAME",
+                )
+        return None
+    if args.engine and args.container is None:
+        raise UsageError("--engine goes with --container", hint="wgns up PROFILE --container NAME")
+    from dataclasses import replace
+
+    from wgns.features.container import Target
+
+    if args.container is not None:
+        from wgns.integrations.containers import engines
+
+        netns.validate_name(args.name or args.container)
+        target = engines.find(args.container, engine=args.engine)
+        if args.name is None:
+            args.name = args.container
+    else:
+        target = Target(pid=args.pid)
+    return replace(target, keep_interfaces=args.keep_interfaces)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    target = target_of(args)
     if args.foreground:
+        if target is not None:
+            raise UsageError(
+                "--foreground does not go with --pid or --container yet",
+                hint="wgns up PROFILE --container NAME",
+            )
         for option in ("dry_run", "reload"):
             if getattr(args, option):
                 raise UsageError(
@@ -78,20 +142,24 @@ def cmd_up(args: argparse.Namespace) -> int:
                 )
         return foreground(args.profile, name=args.name, backend=args.backend)
     if args.dry_run:
-        return dry_run(args.profile, name=args.name, backend=args.backend, reload=args.reload)
-    return up(args.profile, name=args.name, backend=args.backend, reload=args.reload)
+        return dry_run(
+            args.profile, name=args.name, backend=args.backend, reload=args.reload, target=target
+        )
+    return up(args.profile, name=args.name, backend=args.backend, reload=args.reload, target=target)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     return down(args.ns)
 
 
-def dry_run(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
+def dry_run(
+    ref: str, *, name: str | None, backend: str | None, reload: bool, target: Target | None = None
+) -> int:
     from wgns.engine.plan import render
     from wgns.lifecycle import up as lifecycle
 
     profile = lifecycle.load(ref, name=name, backend=backend)
-    outcome, ops = lifecycle.plan(profile, reload=reload)
+    outcome, ops = lifecycle.plan(profile, reload=reload, target=target)
     for line in render(ops):
         print(line)
     what = {
@@ -104,11 +172,13 @@ def dry_run(ref: str, *, name: str | None, backend: str | None, reload: bool) ->
     return 0
 
 
-def up(ref: str, *, name: str | None, backend: str | None, reload: bool) -> int:
+def up(
+    ref: str, *, name: str | None, backend: str | None, reload: bool, target: Target | None = None
+) -> int:
     from wgns.lifecycle import up as lifecycle
 
     profile = lifecycle.load(ref, name=name, backend=backend)
-    report_up(lifecycle.up(profile, reload=reload))
+    report_up(lifecycle.up(profile, reload=reload, target=target))
     return 0
 
 

@@ -11,6 +11,7 @@ it is up; PreDown/PostDown are journaled, as DownHook ops, for `down` to run).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wgns.engine.ops import (
     AddNetns,
@@ -30,6 +31,9 @@ from wgns.profile.model import Hook, HookWhen, Interface, Profile
 from wgns.system import names
 from wgns.wireguard import backends
 
+if TYPE_CHECKING:
+    from wgns.features.container import Placement
+
 # Ops that make (or remake) one wg interface: what a repair of a broken tunnel redoes
 TUNNEL_OPS = (CreateWireguard, MoveLink, ConfigureWireguard, ConfigureLink)
 
@@ -42,6 +46,7 @@ class Facts:
     resolved: dict[str, Interface]  # interface label -> the interface, endpoints resolved
     netns_files: dict[str, str] = field(default_factory=dict)
     openings: tuple[killswitch.Opening, ...] = ()
+    container: Placement | None = None  # a container's namespace (issue 16; ns_exists is True)
 
 
 def moves_device(backend: str) -> bool:
@@ -169,6 +174,8 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
     ns = profile.name
     ops: list[Op] = []
     fresh = not facts.ns_exists
+    if facts.container is not None:  # named first, so that its name goes last at `down`
+        ops.extend(facts.container.attach_ops(ns))
     # wireguard-go takes ~4 ms to answer; started first, it comes up while the namespace and its
     # files are made (the executor runs those beside it; see docs/architecture.md, Executor).
     # Not when PreUp hooks must run before the interface exists (wg-quick's order), nor for the
@@ -187,6 +194,8 @@ def plan_up(profile: Profile, facts: Facts) -> list[Op]:
         ops.append(WriteNetnsFiles(ns=ns, files=dict(facts.netns_files)))
         # the view a confined unit binds over /etc (wgns.features.etcview)
         ops.append(MountEtcView(ns=ns, files=dict(facts.netns_files)))
+    if facts.container is not None:  # the container's own resolv.conf
+        ops.extend(facts.container.dns_ops())
     for iface in profile.interfaces:
         ops.extend(run_hooks(profile, "pre-up", iface))
         if not early:

@@ -161,6 +161,12 @@ def broken(rec: Record) -> tuple[bool, list[str]]:
     from wgns.features.check import health
     from wgns.system import netns
 
+    if "container" in rec.extra:  # its process gone or restarted: a fresh `up` (issue 16)
+        from wgns.features import container
+
+        why = container.stale(rec)
+        if why is not None:
+            return True, [why]
     if not netns.exists(rec.ns):
         return True, [f"namespace {rec.ns} does not exist any more (deleted by hand?)"]
     dead = _dead_daemons(rec)

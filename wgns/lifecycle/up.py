@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from wgns import log
 from wgns.engine import state
@@ -30,6 +31,9 @@ from wgns.profile import load as profile_load
 from wgns.profile.model import Profile
 from wgns.system import names, netns
 from wgns.wireguard import backends
+
+if TYPE_CHECKING:
+    from wgns.features.container import Target
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,17 @@ def netns_files(profile: Profile) -> dict[str, str]:
     return dns_files(profile.dns, profile.dns_search, profile.name)
 
 
-def gather_facts(profile: Profile) -> Facts:
-    """Everything `up` needs to know, read-only: a profile that cannot work fails here."""
+def gather_facts(
+    profile: Profile,
+    target: Target | None = None,
+    *,
+    inherited: str | None = None,
+    replacing: bool = False,
+) -> Facts:
+    """Everything `up` needs to know, read-only: a profile that cannot work fails here.
+    TARGET: the process whose namespace gets the tunnel (--pid, --container); INHERITED: the
+    container's original resolv.conf a stale record of the name saved; REPLACING: that record
+    is cleared first (its name too)."""
     if profile.birthplace is not None and not netns.exists(profile.birthplace):
         raise ConfigError(
             f"birthplace namespace {profile.birthplace!r} does not exist",
@@ -84,13 +97,22 @@ def gather_facts(profile: Profile) -> Facts:
         from wgns.features.forward import spec as forward
 
         openings = forward.openings(profile.name, profile.forwards, profile.allow_host)
+    files = netns_files(profile)
+    placed = None
+    if target is not None:
+        from wgns.features import container
+
+        placed = container.placement(
+            profile, target, files["resolv.conf"], inherited=inherited, replacing=replacing
+        )
     return Facts(
-        ns_exists=netns.exists(profile.name),
+        ns_exists=placed is not None or netns.exists(profile.name),
         backend=chosen,
         mtus=probe.mtus_for(resolved, where=profile.birthplace),
         resolved={i.name: i for i in resolved},
-        netns_files=netns_files(profile),
+        netns_files=files,
         openings=openings,
+        container=placed,
     )
 
 
@@ -102,6 +124,8 @@ def _new_record(profile: Profile, facts: Facts) -> state.Record:
     }
     if profile.kill_switch:  # what `wgns check` renders the expected kill switch table from
         extra["killswitch"] = killswitch.spec_for(profile, facts.openings).to_json()
+    if facts.container is not None:  # checked at every command (wgns.features.container)
+        extra["container"] = facts.container.to_json()
     return state.Record(
         ns=profile.name,
         created_ns=not facts.ns_exists,
@@ -144,33 +168,59 @@ def _refuse_leftovers(profile: Profile) -> None:
         )
 
 
-def plan(profile: Profile, *, reload: bool = False) -> tuple[str, list[Op]]:
+def _target(rec: state.Record | None, target: Target | None, ns: str) -> Target | None:
+    if target is None and (rec is None or "container" not in rec.extra):
+        return None
+    from wgns.features import container
+
+    return container.check_reuse(rec, target, ns)
+
+
+def _inherited(rec: state.Record) -> str | None:
+    if "container" not in rec.extra:
+        return None
+    from wgns.features import containerdns
+
+    try:
+        return containerdns.inherited_prior(rec.ops())
+    except WgnsError:
+        return None
+
+
+def plan(
+    profile: Profile, *, reload: bool = False, target: Target | None = None
+) -> tuple[str, list[Op]]:
     """What `up` (RELOAD: `up --reload`) of PROFILE would do, read-only: (the outcome it would
-    have, its ops). The namespace broken: the plan of a fresh `up` after clearing its remains."""
+    have, its ops). The namespace broken: the plan of a fresh `up` after clearing its remains.
+    TARGET: the process whose namespace gets the tunnel (--pid, --container)."""
     from wgns.lifecycle import reload as reloading
 
     rec = state.load(profile.name)
+    target = _target(rec, target, profile.name)
     if rec is not None and rec.phase == "up":
         gone, problems = probe.broken(rec)
         if problems and not gone:
             ops = repair_ops(profile, gather_facts(profile), probe.broken_ifnames(rec))
             return "repaired", ops + view_repair_ops(rec)
         if problems:
-            return "repaired", plan_up(profile, gather_facts(profile))
+            facts = gather_facts(profile, target, inherited=_inherited(rec), replacing=True)
+            return "repaired", plan_up(profile, facts)
         if not reload:
             return "already up", []
         return "reloaded", reloading.plan_reload(profile, rec, gather_facts(profile)).ops
     if rec is None:
         _refuse_leftovers(profile)
-    return "up", plan_up(profile, gather_facts(profile))
+    return "up", plan_up(profile, gather_facts(profile, target))
 
 
-def up(profile: Profile, *, reload: bool = False) -> UpResult:
+def up(profile: Profile, *, reload: bool = False, target: Target | None = None) -> UpResult:
     ns = profile.name
     ifnames = tuple(names.wg_ifname(ns, i.name) for i in profile.interfaces)
     _warn(profile)
     with state.locked(ns) as lock:
         rec = state.load(ns)
+        target = _target(rec, target, ns)
+        inherited = None
         notes: tuple[str, ...] = ()
         if rec is not None and rec.phase == "up":
             gone, problems = probe.broken(rec)
@@ -201,9 +251,14 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
                     notes += reloading.reload(profile, rec, gather_facts(profile))
                 return UpResult(ns, "repaired", rec.backend, _recorded_ifnames(rec), notes)
             # the namespace was deleted: nothing inside can be alive; clear and start again
+        if rec is not None and target is not None:  # the new namespace checked before the old goes
+            from wgns.features import container
+
+            container.validate(profile, target, replacing=True)
         if rec is not None:
             what = "its remains" if notes else "an interrupted run"
             log.info("wgns: %s: cleaning up %s", ns, what)
+            inherited = _inherited(rec)
             errors = undo_journal(rec)
             if errors:
                 raise WgnsError(
@@ -214,7 +269,7 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
         else:
             _refuse_leftovers(profile)
         try:
-            facts = gather_facts(profile)
+            facts = gather_facts(profile, target, inherited=inherited)
         except BaseException:
             lock.release_files = True
             raise

@@ -138,6 +138,28 @@ def add(name: str) -> None:
         posix.close(home)
 
 
+def attach(name: str, nsfd: int) -> None:
+    """Name the network namespace open as NSFD (a process's /proc/PID/ns/net) NAME, as `ip netns
+    attach NAME PID` does: a bind mount of it on /run/netns/NAME. :func:`delete` removes the
+    name only; the namespace lives on while its processes do."""
+    try:
+        _share_run_dir()
+        fd = posix.open(
+            path_of(name), posix.O_RDONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0
+        )
+    except FileExistsError:
+        raise WgnsError(f"cannot name namespace {name}: /run/netns/{name} exists") from None
+    except OSError as e:
+        raise WgnsError(f"cannot name namespace {name}: {e.strerror}") from e
+    posix.close(fd)
+    try:
+        mount(f"/proc/self/fd/{nsfd}", path_of(name), "none", MS_BIND)
+    except OSError as e:
+        with suppress(OSError):
+            posix.unlink(path_of(name))
+        raise WgnsError(f"cannot name namespace {name}: {e.strerror}") from e
+
+
 def delete(name: str) -> bool:
     """Remove /run/netns/NAME. Returns False when it was already gone."""
     p = path_of(name)

@@ -33,6 +33,8 @@ KIND_MODULES: dict[str, str] = {
     ),
     **dict.fromkeys(("down_hook", "link_reconfig", "wg_sync", "nft_replace"), "wgns.lifecycle.ops"),
     **dict.fromkeys(("etc_view", "etc_view_update"), "wgns.features.etcview"),
+    **dict.fromkeys(("netns_attach", "netns_keep_routes"), "wgns.features.container"),
+    "container_resolv": "wgns.features.containerdns",
 }
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more

@@ -63,6 +63,10 @@ def problems(rec: state.Record, links: Mapping[str, bool] | None = None) -> list
     if not exists:
         found.append(f"namespace {ns} is gone (deleted outside wgns)")
     found += birthplace_problems(rec) + daemon_problems(rec)
+    if "container" in rec.extra:  # its process gone or restarted (issue 16)
+        from wgns.features import container
+
+        found += container.problems(rec)
     if exists:
         live = links if links is not None else netns_links(ns)
         for entry in rec.interfaces:

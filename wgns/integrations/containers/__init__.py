@@ -1,0 +1,1 @@
+"""Container engines (Docker, Podman): asked for a container's PID and nothing else."""
