@@ -166,6 +166,14 @@ def plan(profile: Profile, *, reload: bool = False) -> tuple[str, list[Op]]:
 
 
 def up(profile: Profile, *, reload: bool = False) -> UpResult:
+    result = _up(profile, reload=reload)
+    from wgns.features import statusfile
+
+    statusfile.refresh(result.ns)  # the status bars' copy (docs/status.md); never raises
+    return result
+
+
+def _up(profile: Profile, *, reload: bool) -> UpResult:
     ns = profile.name
     ifnames = tuple(names.wg_ifname(ns, i.name) for i in profile.interfaces)
     _warn(profile)
