@@ -57,7 +57,7 @@ def publish(ns: str, data: Mapping[str, Any]) -> dict[str, Any]:
     _refuse_secrets(entry)
     previous = _read(path_of(ns))
     if isinstance(entry.get("interfaces"), list):
-        entry["interfaces"] = _with_rates(entry["interfaces"], previous, now)
+        entry["interfaces"] = with_rates(entry["interfaces"], previous, now)
     text = json.dumps(entry, indent=1, sort_keys=True) + "\n"
     for _ in range(3):  # a withdraw of the last file may remove the directory in between
         _ensure_dir()
@@ -282,7 +282,7 @@ def _refuse_secrets(doc: Any, where: str = "") -> None:
             _refuse_secrets(item, where)
 
 
-def _with_rates(interfaces: list[Any], previous: Mapping[str, Any] | None, now: float) -> list[Any]:
+def with_rates(interfaces: list[Any], previous: Mapping[str, Any] | None, now: float) -> list[Any]:
     """INTERFACES with "rx_rate"/"tx_rate" (bytes/s, None until measured) and the baseline
     they are measured against ("rate_since": at, rx_bytes, tx_bytes). The baseline moves to now
     once it is RATE_WINDOW old; until then the previous rates are kept. Counters that went
