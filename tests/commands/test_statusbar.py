@@ -197,6 +197,10 @@ def test_a_physical_namespace_is_shown_with_its_link_and_refreshed_by_root(
         doc = json.loads(sandbox.read_text("/run/wgns/status/phys.json"))
         assert doc["kind"] == "physical" and doc["interfaces"][0]["addresses"] == ["192.0.2.10/24"]
         assert "192.0.2.10/24" in user("status", "phys").stdout
+        sandbox.run(["ip", "-n", "phys", "link", "set", "eth9", "down"])
+        bar = json.loads(wgns("status", "phys", "--format", "waybar").stdout)
+        assert bar["text"] == "phys: eth9 down" and bar["class"] == "down"  # read again
+        assert json.loads(sandbox.read_text("/run/wgns/status/phys.json"))["kind"] == "physical"
     finally:
         sandbox.run(["ip", "link", "del", "isp9"], check=False)
         sandbox.run(["ip", "netns", "del", "phys"], check=False)

@@ -278,10 +278,11 @@ def documents(ns: str | None) -> list[dict[str, Any]]:
     if os.geteuid() == 0:
         from wgns.engine import state
 
-        for name in [ns] if ns is not None else state.managed():
-            statusfile.refresh(name)
+        managed = state.managed()
+        for name in managed if ns is None else [ns]:
+            statusfile.refresh(name)  # a physical namespace's file is refreshed as such
         for doc in statusfile.read_all().values():
-            if doc.get("kind") == "physical" and ns in (None, doc.get("name")):
+            if doc.get("kind") == "physical" and doc["name"] not in managed and ns is None:
                 statusfile.refresh_physical(doc)
     docs = statusfile.read_all()
     if ns is None:

@@ -114,9 +114,14 @@ def is_stale(doc: Mapping[str, Any], now: float) -> bool:
 
 def refresh(ns: str, rec: state.Record | None = None) -> dict[str, Any] | None:
     """Publish NS's tunnel status as it is now (REC: its record, read here when None); withdraw
-    it when NS has no record. Never raises: a status file is not worth failing `up` or the
-    watcher for (the failure is one line on stderr). The document, or None."""
+    it when NS has no record. A file of another kind (physical mode's) is never overwritten
+    by a tunnel's: a physical one is read again (:func:`refresh_physical`), another left as it
+    is. Never raises: a status file is not worth failing `up` or the watcher for (the failure
+    is one line on stderr). The document, or None."""
     try:
+        existing = _read(path_of(ns))
+        if existing is not None and existing.get("kind", "tunnel") != "tunnel":
+            return refresh_physical(existing) if existing.get("kind") == "physical" else None
         if rec is None:
             rec = state.load(ns)
         if rec is None:
@@ -137,6 +142,9 @@ def publish_described(described: Mapping[str, Any]) -> dict[str, Any] | None:
     shows); never raises, like :func:`refresh`."""
     ns = str(described.get("name"))
     try:
+        existing = _read(path_of(ns))
+        if existing is not None and existing.get("kind", "tunnel") != "tunnel":
+            return refresh(ns)  # physical mode's file stays physical
         return publish(ns, from_status(described))
     except (WgnsError, OSError, ValueError) as e:
         log.info("wgns: %s: cannot publish its status for status bars: %s", ns, e)
