@@ -21,9 +21,10 @@ from typing import Any
 
 from wgns.engine import state
 from wgns.errors import UsageError, WgnsError
-from wgns.features.check import health
-from wgns.features.forward import runtime as forward
 from wgns.system import netns
+
+# wgns.features.check and .forward are imported where they are used: a user's status bar runs
+# `wgns status --format i3bar` every few seconds and needs neither (half its start-up time)
 
 FORMAT = 1
 FORMATS = ("text", "json", "i3bar", "waybar")
@@ -90,6 +91,9 @@ def _comm(pid: int) -> str:
 
 
 def describe(ns: str) -> dict[str, Any]:
+    from wgns.features.check import health
+    from wgns.features.forward import runtime as forward
+
     rec = state.load(ns)
     if rec is None:
         raise WgnsError(f"{ns} is not managed by wgns", hint="see `wgns status` for the list")
@@ -166,6 +170,8 @@ def _size(n: int) -> str:
 
 
 def render(ns: dict[str, Any]) -> str:
+    from wgns.features.check import health
+
     broken = ns.get("broken") or []
     shown_phase = f"BROKEN (recorded {ns['phase']})" if broken else ns["phase"]
     lines = [
