@@ -248,6 +248,21 @@ def test_judgments_of_a_physical_link() -> None:
     assert statusbar.judge(doc, now) == ("up", "link up")
     assert statusbar.line(doc, now)[1] == "physical: wlan0 Café -60dBm 192.168.1.23/24"
     assert statusbar.waybar([doc], now)["percentage"] == 80
+    wifi["ssid"] = "Tom & Jerry <5G>"
+    assert statusbar.waybar([doc], now)["text"] == (
+        "physical: wlan0 Tom &amp; Jerry &lt;5G&gt; -60dBm 192.168.1.23/24"
+    )
     wlan["wifi"] = {"connected": False}
     assert statusbar.judge(doc, now)[0] == "down"
     assert "not associated" in statusbar.line(doc, now)[1]
+
+
+def test_the_command_line_refuses_watch_without_a_bar_format(wgns: Any) -> None:
+    for args, words in (
+        (["--watch"], "--watch goes with --format i3bar"),
+        (["--format", "json", "--watch"], "--watch goes with"),
+        (["--format", "waybar", "--watch", "--interval", "0"], "--interval must be positive"),
+        (["--json", "--format", "i3bar"], "--json and --format i3bar"),
+    ):
+        r = wgns("status", *args, check=False)
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)

@@ -35,7 +35,14 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    p = sub.add_parser("status", help="show managed namespaces, tunnels and peers")
+    p = sub.add_parser(
+        "status",
+        help="show managed namespaces, tunnels and peers",
+        description="Show what wgns manages. As root: read from the records and the kernel, "
+        "and refresh the status files under /run/wgns/status. Without root: read those files "
+        "(no keys, no endpoints) and say how old they are. --format i3bar|waybar gives a "
+        "status bar's blocks (docs/status.md).",
+    )
     common(p)
     p.add_argument("ns", metavar="NS", nargs="?")
     p.add_argument(
@@ -221,11 +228,13 @@ def render(ns: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.json and args.format not in ("text", "json"):
+        raise UsageError(f"--json and --format {args.format} do not go together")
     fmt = "json" if args.json else args.format
     if args.watch and fmt not in ("i3bar", "waybar"):
         raise UsageError("--watch goes with --format i3bar or --format waybar")
     if not args.interval > 0:
-        raise UsageError("--interval must be a positive number of seconds")
+        raise UsageError("--interval must be positive (seconds)")
     if args.ns is not None:
         netns.validate_name(args.ns)
     if fmt in ("i3bar", "waybar"):

@@ -204,9 +204,9 @@ def i3bar_blocks(docs: Sequence[Doc], now: float) -> list[dict[str, Any]]:
 
 
 def waybar(docs: Sequence[Doc], now: float) -> dict[str, Any]:
-    """A waybar custom module's object (return-type json): text, tooltip, class and alt (the
-    worst state of all namespaces, "none" without any), percentage (the wifi signal, only
-    when physical mode has an associated wifi link)."""
+    """A waybar custom module's object (return-type json): text and tooltip (Pango-escaped),
+    class and alt (the worst state of all namespaces, "none" without any), percentage (the wifi
+    signal, only when physical mode has an associated wifi link)."""
     if not docs:
         return {
             "text": "wgns: no tunnel",
@@ -217,8 +217,8 @@ def waybar(docs: Sequence[Doc], now: float) -> dict[str, Any]:
     judged = [line(doc, now) for doc in docs]
     state = worst(st for st, _, _ in judged) or DOWN
     out: dict[str, Any] = {
-        "text": " | ".join(full for _, full, _ in judged),
-        "tooltip": "\n".join(tooltip(doc, now) for doc in docs),
+        "text": markup_escape(" | ".join(full for _, full, _ in judged)),
+        "tooltip": markup_escape("\n".join(tooltip(doc, now) for doc in docs)),
         "class": state,
         "alt": state,
     }
@@ -226,6 +226,12 @@ def waybar(docs: Sequence[Doc], now: float) -> dict[str, Any]:
     if pct is not None:
         out["percentage"] = pct
     return out
+
+
+def markup_escape(text: str) -> str:
+    """TEXT for Pango markup, which waybar parses a custom module's text and tooltip as (unless
+    its "escape" is set): an SSID "Tom & Jerry" would otherwise blank the module."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def tooltip(doc: Doc, now: float) -> str:
