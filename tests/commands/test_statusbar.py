@@ -248,13 +248,21 @@ def test_judgments_of_a_physical_link() -> None:
     assert statusbar.judge(doc, now) == ("up", "link up")
     assert statusbar.line(doc, now)[1] == "physical: wlan0 Café -60dBm 192.168.1.23/24"
     assert statusbar.waybar([doc], now)["percentage"] == 80
+    eth = {"ifname": "eth0", "present": True, "up": True, "carrier": False, "addresses": []}
+    doc["interfaces"] = [eth, wlan]  # unplugged: not news while the wifi carries
+    assert statusbar.line(doc, now)[1:] == (
+        "physical: wlan0 Café -60dBm 192.168.1.23/24",
+        "physical: wlan0 Café -60dBm 192.168.1.23/24",
+    )
     wifi["ssid"] = "Tom & Jerry <5G>"
     assert statusbar.waybar([doc], now)["text"] == (
         "physical: wlan0 Tom &amp; Jerry &lt;5G&gt; -60dBm 192.168.1.23/24"
     )
     wlan["wifi"] = {"connected": False}
-    assert statusbar.judge(doc, now)[0] == "down"
-    assert "not associated" in statusbar.line(doc, now)[1]
+    assert statusbar.judge(doc, now) == ("down", "no usable link")
+    assert (
+        statusbar.line(doc, now)[1] == "physical: eth0 down, wlan0 not associated 192.168.1.23/24"
+    )
 
 
 def test_the_command_line_refuses_watch_without_a_bar_format(wgns: Any) -> None:

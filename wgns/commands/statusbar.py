@@ -19,7 +19,10 @@ from typing import Any
 from wgns.errors import WgnsError
 from wgns.features import linkinfo, statusfile
 
-STALE_HANDSHAKE = 180  # seconds: WireGuard rekeys every 120 s of traffic; 180 s means no answer
+#: seconds: WireGuard renews a session after 120 s of use (REKEY_AFTER_TIME) and drops one
+#: older than 180 s (REJECT_AFTER_TIME); a handshake older than that: the peer does not answer,
+#: or nothing was sent
+STALE_HANDSHAKE = 180
 UP, STALE, DOWN = "up", "stale", "down"
 ORDER = {UP: 0, STALE: 1, DOWN: 2}
 #: i3status's default color_good, color_degraded, color_bad
@@ -89,9 +92,12 @@ def judge(doc: Doc, now: float) -> tuple[str, str]:
 
 
 def _usable(i: Doc) -> bool:
+    """A physical link packets can leave through: up, with its carrier and an address, and
+    associated when it is wireless."""
     wifi = i.get("wifi")
     associated = not i.get("wireless") or bool(wifi and wifi.get("connected"))
-    return bool(i.get("present") and i.get("up") and i.get("addresses")) and associated
+    linked = i.get("present") and i.get("up") and i.get("carrier", True)
+    return bool(linked and i.get("addresses")) and associated
 
 
 def _judge_physical(doc: Doc) -> tuple[str, str]:
@@ -100,7 +106,7 @@ def _judge_physical(doc: Doc) -> tuple[str, str]:
         return UP, "link up"
     if not interfaces:
         return DOWN, "no interface"
-    return DOWN, "no link with an address"
+    return DOWN, "no usable link"
 
 
 def worst(states: Iterable[str]) -> str | None:
@@ -122,8 +128,12 @@ def _wifi_text(wifi: Doc | None) -> str:
 
 
 def _physical_parts(doc: Doc) -> list[str]:
+    """Each link in a few words; only the usable ones when there are (the unplugged ethernet
+    of a laptop on wifi is no news)."""
+    interfaces = doc.get("interfaces") or []
+    usable = [i for i in interfaces if _usable(i)]
     parts = []
-    for i in doc.get("interfaces") or []:
+    for i in usable or interfaces:
         name = str(i.get("ifname"))
         if not i.get("present"):
             parts.append(f"{name} missing")
@@ -144,7 +154,7 @@ def line(doc: Doc, now: float) -> tuple[str, str, str]:
         full = f"{name}: {', '.join(parts)}"
         if statusfile.is_stale(doc, now):
             full += f" ({why})"
-        return st, full, f"{name}: {st}"
+        return st, full, f"{name}: {parts[0] if st == UP else st}"
     interfaces = doc.get("interfaces") or []
     if st == DOWN:
         return st, f"{name}: DOWN ({why})", f"{name}: DOWN"
