@@ -134,7 +134,7 @@ def test_a_file_nobody_refreshes_and_an_old_handshake_are_shown_stale(
     up_with_handshake(sandbox, provider, wgns)
     _edit(sandbox, published_at=time.time() - 150)  # no watcher, no root status since
     (block,) = json.loads(user("status", "--format", "i3bar").stdout)
-    assert block["color"] == DEGRADED and block["full_text"] == f"{NS}: ? (status 2m old)"
+    assert block["color"] == DEGRADED and block["full_text"] == f"{NS}: up? (figures 2m old)"
     assert "figures 2m old" in user("status").stdout
 
     now = time.time()
@@ -233,7 +233,7 @@ def test_judgments_of_a_tunnel() -> None:
     broken = _tunnel(now, broken=["wireguard-go of wg0 (pid 7) is not running"])
     assert statusbar.judge(broken, now)[0] == "down"
     assert statusbar.judge(_tunnel(now, phase="stopping"), now) == ("down", "stopping")
-    assert statusbar.judge(_tunnel(now, published_at=now - 31), now) == ("stale", "status 31s old")
+    assert statusbar.judge(_tunnel(now, published_at=now - 31), now) == ("stale", "figures 31s old")
     # the worst state wins the waybar module's class
     bar = statusbar.waybar([_tunnel(now), broken], now)
     assert bar["class"] == "down" and bar["text"].count(" | ") == 1

@@ -66,7 +66,7 @@ def _total(interfaces: Sequence[Doc], key: str) -> float | None:
 def judge(doc: Doc, now: float) -> tuple[str, str]:
     """(UP | STALE | DOWN, why in a few words) for the namespace DOC describes."""
     if statusfile.is_stale(doc, now):
-        return STALE, f"status {ago(statusfile.age(doc, now))} old"
+        return STALE, f"figures {ago(statusfile.age(doc, now))} old"
     if doc.get("kind") == "physical":
         return _judge_physical(doc)
     if doc.get("phase") != "up":
@@ -158,8 +158,9 @@ def line(doc: Doc, now: float) -> tuple[str, str, str]:
     interfaces = doc.get("interfaces") or []
     if st == DOWN:
         return st, f"{name}: DOWN ({why})", f"{name}: DOWN"
-    if statusfile.is_stale(doc, now):
-        return st, f"{name}: ? ({why})", f"{name}: ?"
+    if statusfile.is_stale(doc, now):  # what it was then, marked as not known now
+        then, _ = judge(doc, float(doc.get("published_at", 0.0)))
+        return st, f"{name}: {then}? ({why})", f"{name}: {then}?"
     traffic = f" ↓{rate(_total(interfaces, 'rx_rate'))} ↑{rate(_total(interfaces, 'tx_rate'))}"
     word = "up" if st == UP else "stale"
     return st, f"{name}: {word}, {why}{traffic}", f"{name}: {word}"
