@@ -117,6 +117,23 @@ def test_watch_streams_the_i3bar_protocol_and_waybar_lines(
     wgns("down", NS)
 
 
+def test_watch_follows_a_down_at_once_not_at_the_next_interval(
+    sandbox: Sandbox, provider: Provider, wgns: Any, user: Any
+) -> None:
+    """An interval of 10 minutes: the line after `down` comes because the file went (the
+    30 s below is only a safety timeout)."""
+    up_with_handshake(sandbox, provider, wgns)
+    argv = [*user.argv, "status", "--format", "waybar", "--watch", "--interval", "600"]
+    proc = sandbox.popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(_read_line(proc))["class"] == "up"
+        wgns("down", NS)
+        assert json.loads(_read_line(proc))["class"] == "none"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _edit(sandbox: Sandbox, **changes: Any) -> None:
     doc = json.loads(sandbox.read_text(STATUS))
     for key, value in changes.items():

@@ -309,9 +309,22 @@ def documents(ns: str | None) -> list[dict[str, Any]]:
     return [{"name": ns, "kind": "tunnel", "phase": "not up", "published_at": time.time()}]
 
 
+POLL = 0.5  # --watch looks this often for a status file that changed
+
+
+def _wait(interval: float, seen: tuple[tuple[str, int, int], ...]) -> None:
+    """Until INTERVAL seconds have passed or a status file changed since SEEN (a publication,
+    a withdrawal: the bar follows a `down` or the watcher's refresh at once)."""
+    deadline = time.monotonic() + interval
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(POLL, left))
+        if statusfile.signature() != seen:
+            return
+
+
 def run(fmt: str, ns: str | None, *, watch: bool, interval: float) -> int:
-    """`wgns status --format i3bar|waybar [--watch]`: one line, or one every INTERVAL seconds
-    until the bar closes the pipe (or a signal ends it)."""
+    """`wgns status --format i3bar|waybar [--watch]`: one line; or one every INTERVAL seconds,
+    and whenever a status file changes, until the bar closes the pipe (or a signal ends it)."""
     out = sys.stdout
     try:
         if fmt == "i3bar" and watch:
@@ -319,6 +332,7 @@ def run(fmt: str, ns: str | None, *, watch: bool, interval: float) -> int:
         first = True
         while True:
             docs = documents(ns)
+            seen = statusfile.signature()  # after our own refresh: only others' changes wake
             stamp = time.time()
             if fmt == "i3bar":
                 text = json.dumps(i3bar_blocks(docs, stamp))
@@ -331,7 +345,7 @@ def run(fmt: str, ns: str | None, *, watch: bool, interval: float) -> int:
             if not watch:
                 return 0
             first = False
-            time.sleep(interval)
+            _wait(interval, seen)
     except BrokenPipeError:  # the bar went away: nothing left to say, and no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, out.fileno())

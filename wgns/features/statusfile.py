@@ -100,6 +100,22 @@ def read_all() -> dict[str, dict[str, Any]]:
     return out
 
 
+def signature() -> tuple[tuple[str, int, int], ...]:
+    """What changes when a status file is published or withdrawn: (name, inode, mtime) of
+    each (cheap enough to look at twice a second)."""
+    out = []
+    try:
+        entries = list(os.scandir(STATUS_DIR))
+    except FileNotFoundError:
+        return ()
+    for e in entries:
+        if e.name.endswith(".json") and not e.name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                st = e.stat()
+                out.append((e.name, st.st_ino, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
 def age(doc: Mapping[str, Any], now: float) -> float:
     """How old DOC's figures are, in seconds."""
     return max(0.0, now - float(doc.get("published_at", 0.0)))
