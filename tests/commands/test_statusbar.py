@@ -214,6 +214,17 @@ def test_a_physical_namespace_is_shown_with_its_link_and_refreshed_by_root(
         doc = json.loads(sandbox.read_text("/run/wgns/status/phys.json"))
         assert doc["kind"] == "physical" and doc["interfaces"][0]["addresses"] == ["192.0.2.10/24"]
         assert "192.0.2.10/24" in user("status", "phys").stdout
+        # physical mode's record (extra.kind "physical"): root's status of it, in any format,
+        # leaves the file physical (its wg devices live elsewhere: not a tunnel namespace)
+        record = {"ns": "phys", "phase": "up", "extra": {"kind": "physical"}}
+        sandbox.write_file("/run/wgns/phys.json", json.dumps(record), mode=0o600)
+        assert wgns("status", "phys").stdout.startswith("namespace phys: up")
+        assert json.loads(sandbox.read_text("/run/wgns/status/phys.json"))["kind"] == "physical"
+        sandbox.run(["rm", "/run/wgns/status/phys.json"])  # not published (yet) by its mode
+        wgns("status", "phys")
+        wgns("status", "--format", "i3bar")
+        assert not sandbox.path("/run/wgns/status/phys.json").exists()  # no tunnel's made up
+        sandbox.python(PUBLISH_PHYSICAL)
         sandbox.run(["ip", "-n", "phys", "link", "set", "eth9", "down"])
         bar = json.loads(wgns("status", "phys", "--format", "waybar").stdout)
         assert bar["text"] == "phys: eth9 down" and bar["class"] == "down"  # read again
@@ -271,6 +282,12 @@ def test_judgments_of_a_physical_link() -> None:
         "physical: wlan0 Café -60dBm 192.168.1.23/24",
         "physical: wlan0 Café -60dBm 192.168.1.23/24",
     )
+    # as physical mode publishes it: its phase and its tunnel's latest handshake too
+    with_tunnel = {**doc, "phase": "up", "latest_handshake": int(now) - 10}
+    assert statusbar.judge(with_tunnel, now) == ("up", "handshake 10s ago")
+    assert statusbar.line(with_tunnel, now)[1].endswith("192.168.1.23/24, handshake 10s ago")
+    assert statusbar.judge({**with_tunnel, "latest_handshake": 0}, now)[0] == "stale"
+    assert statusbar.judge({**with_tunnel, "phase": "stopping"}, now) == ("down", "stopping")
     wifi["ssid"] = "Tom & Jerry <5G>"
     assert statusbar.waybar([doc], now)["text"] == (
         "physical: wlan0 Tom &amp; Jerry &lt;5G&gt; -60dBm 192.168.1.23/24"

@@ -68,7 +68,7 @@ def judge(doc: Doc, now: float) -> tuple[str, str]:
     if statusfile.is_stale(doc, now):
         return STALE, f"figures {ago(statusfile.age(doc, now))} old"
     if doc.get("kind") == "physical":
-        return _judge_physical(doc)
+        return _judge_physical(doc, now)
     if doc.get("phase") != "up":
         return DOWN, str(doc.get("phase") or "not up")
     broken = doc.get("broken") or []
@@ -82,10 +82,13 @@ def judge(doc: Doc, now: float) -> tuple[str, str]:
             return DOWN, f"{i.get('ifname')} missing"
         if not i.get("up"):
             return DOWN, f"{i.get('ifname')} down"
-    oldest = min(int(i.get("latest_handshake") or 0) for i in interfaces)
-    if oldest <= 0:
+    return _handshake(min(int(i.get("latest_handshake") or 0) for i in interfaces), now)
+
+
+def _handshake(latest: int, now: float) -> tuple[str, str]:
+    if latest <= 0:
         return STALE, "no handshake yet"
-    age = now - oldest
+    age = now - latest
     if age > STALE_HANDSHAKE:
         return STALE, f"handshake {ago(age)} ago"
     return UP, f"handshake {ago(age)} ago"
@@ -100,13 +103,19 @@ def _usable(i: Doc) -> bool:
     return bool(linked and i.get("addresses")) and associated
 
 
-def _judge_physical(doc: Doc) -> tuple[str, str]:
+def _judge_physical(doc: Doc, now: float) -> tuple[str, str]:
+    """Its links; then, when physical mode published them, its phase and the latest handshake
+    of the tunnel its ciphertext carries."""
     interfaces = doc.get("interfaces") or []
-    if any(_usable(i) for i in interfaces):
-        return UP, "link up"
+    if "phase" in doc and doc["phase"] != "up":
+        return DOWN, str(doc["phase"])
     if not interfaces:
         return DOWN, "no interface"
-    return DOWN, "no usable link"
+    if not any(_usable(i) for i in interfaces):
+        return DOWN, "no usable link"
+    if "latest_handshake" not in doc:
+        return UP, "link up"
+    return _handshake(int(doc.get("latest_handshake") or 0), now)
 
 
 def worst(states: Iterable[str]) -> str | None:
@@ -152,8 +161,10 @@ def line(doc: Doc, now: float) -> tuple[str, str, str]:
     if doc.get("kind") == "physical":
         parts = _physical_parts(doc) or ["no interface"]
         full = f"{name}: {', '.join(parts)}"
-        if statusfile.is_stale(doc, now):
+        if statusfile.is_stale(doc, now) or doc.get("phase", "up") != "up":
             full += f" ({why})"
+        elif "latest_handshake" in doc:
+            full += f", {why}"
         return st, full, f"{name}: {parts[0] if st == UP else st}"
     interfaces = doc.get("interfaces") or []
     if st == DOWN:

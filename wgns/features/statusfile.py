@@ -132,8 +132,9 @@ def refresh(ns: str, rec: state.Record | None = None) -> dict[str, Any] | None:
     """Publish NS's tunnel status as it is now (REC: its record, read here when None); withdraw
     it when NS has no record. A file of another kind (physical mode's) is never overwritten
     by a tunnel's: a physical one is read again (:func:`refresh_physical`), another left as it
-    is. Never raises: a status file is not worth failing `up` or the watcher for (the failure
-    is one line on stderr). The document, or None."""
+    is; a record of another kind (``extra["kind"]``, physical mode's) is left to the mode that
+    made it, which publishes its file. Never raises: a status file is not worth failing `up`
+    or the watcher for (the failure is one line on stderr). The document, or None."""
     try:
         existing = _read(path_of(ns))
         if existing is not None and existing.get("kind", "tunnel") != "tunnel":
@@ -143,6 +144,8 @@ def refresh(ns: str, rec: state.Record | None = None) -> dict[str, Any] | None:
         if rec is None:
             withdraw(ns)
             return None
+        if rec.extra.get("kind", "tunnel") != "tunnel":
+            return None  # physical mode's record: its own publisher writes that file
         doc = publish(ns, collect(rec))
         if not os.path.exists(state.path_of(ns)):  # a `down` withdrew it meanwhile
             withdraw(ns)
@@ -159,7 +162,9 @@ def publish_described(described: Mapping[str, Any]) -> dict[str, Any] | None:
     ns = str(described.get("name"))
     try:
         existing = _read(path_of(ns))
-        if existing is not None and existing.get("kind", "tunnel") != "tunnel":
+        rec = state.load(ns)
+        foreign = rec is not None and rec.extra.get("kind", "tunnel") != "tunnel"
+        if foreign or (existing is not None and existing.get("kind", "tunnel") != "tunnel"):
             return refresh(ns)  # physical mode's file stays physical
         return publish(ns, from_status(described))
     except (WgnsError, OSError, ValueError) as e:
