@@ -262,7 +262,7 @@ def tooltip(doc: Doc, now: float) -> str:
     st, why = judge(doc, now)
     published = f"figures {ago(statusfile.age(doc, now))} old"
     if doc.get("kind") == "physical":
-        lines = [f"{name} (physical links): {st}, {published}"]
+        lines = [f"{name} (physical links): {st} ({why}), {published}"]
         for i in doc.get("interfaces") or []:
             lines.append(f"  {_physical_detail(i)}")
         return "\n".join(lines)
