@@ -327,3 +327,27 @@ def test_taken_down_by_someone_else_ends_the_loop_with_its_own_status(
     wgns("down", NS)
     assert fg.proc.wait(SAFETY) == 3
     fg.wait_log("taken down by someone else")
+
+
+def test_the_status_file_is_kept_current_for_status_bars(
+    sandbox: Sandbox, provider: Provider, wgns: Any, foreground: list[Foreground]
+) -> None:
+    """The loop publishes the namespace's status file again every few seconds (a user's status
+    bar reads it, wgns.features.statusfile): after traffic, a newer file shows the handshake
+    with no root `wgns status` in between; SIGTERM's `down` withdraws it."""
+    path = f"/run/wgns/status/{NS}.json"
+    fg = start(sandbox, foreground, write_profile(sandbox, provider.client_conf()))
+    fg.next("READY")
+    assert json.loads(sandbox.read_text(path))["phase"] == "up"  # published by the `up`
+    wait_ping(sandbox, provider.web_v4)
+    since = time.time()
+    deadline = time.monotonic() + SAFETY
+    while True:
+        doc = json.loads(sandbox.read_text(path))
+        if doc["published_at"] > since and doc["interfaces"][0]["latest_handshake"] > 0:
+            break
+        assert time.monotonic() < deadline, f"the status file was not refreshed: {doc}"
+        time.sleep(0.2)
+    assert doc["interfaces"][0]["rx_bytes"] > 0
+    assert fg.stop() == 0
+    assert not sandbox.path(path).exists()

@@ -1,13 +1,18 @@
-"""`wgns status [NS] [--json]`: what wgns manages, read from the state record and the kernel.
+"""`wgns status [NS] [--format text|json|i3bar|waybar] [--watch [--interval S]]`: what wgns
+manages, read from the state record and the kernel (root), or from the status files
+(wgns.features.statusfile) that any user may read.
 
 The JSON schema (format 1) is documented in docs/status.md; fields are only ever added.
-Private keys never appear: `wg show dump` is parsed and its private key dropped.
+Private keys never appear: `wg show dump` is parsed and its private key dropped. Run as root,
+every form refreshes the status files of what it reads; the bar formats (wgns.commands.statusbar)
+are built from those files in both cases, so root and a user's bar show the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,22 +20,52 @@ from collections.abc import Callable
 from typing import Any
 
 from wgns.engine import state
-from wgns.errors import WgnsError
-from wgns.features.check import health
-from wgns.features.forward import runtime as forward
+from wgns.errors import UsageError, WgnsError
 from wgns.system import netns
 
+# wgns.features.check and .forward are imported where they are used: a user's status bar runs
+# `wgns status --format i3bar` every few seconds and needs neither (half its start-up time)
+
 FORMAT = 1
+FORMATS = ("text", "json", "i3bar", "waybar")
+WATCH_INTERVAL = 5.0
 
 
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    p = sub.add_parser("status", help="show managed namespaces, tunnels and peers")
+    p = sub.add_parser(
+        "status",
+        help="show managed namespaces, tunnels and peers",
+        description="Show what wgns manages. As root: read from the records and the kernel, "
+        "and refresh the status files under /run/wgns/status. Without root: read those files "
+        "(no keys, no endpoints) and say how old they are. --format i3bar|waybar gives a "
+        "status bar's blocks (docs/status.md).",
+    )
     common(p)
     p.add_argument("ns", metavar="NS", nargs="?")
-    p.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default), json (docs/status.md), i3bar (a status_command's blocks) or "
+        "waybar (a custom module's JSON, return-type json)",
+    )
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --format i3bar or waybar: keep printing, every --interval seconds "
+        "(i3bar: the protocol's header, then an endless array)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=WATCH_INTERVAL,
+        metavar="S",
+        help=f"seconds between two lines of --watch (default {WATCH_INTERVAL:g})",
+    )
     p.set_defaults(func=cmd_status)
 
 
@@ -63,6 +98,9 @@ def _comm(pid: int) -> str:
 
 
 def describe(ns: str) -> dict[str, Any]:
+    from wgns.features.check import health
+    from wgns.features.forward import runtime as forward
+
     rec = state.load(ns)
     if rec is None:
         raise WgnsError(f"{ns} is not managed by wgns", hint="see `wgns status` for the list")
@@ -139,6 +177,8 @@ def _size(n: int) -> str:
 
 
 def render(ns: dict[str, Any]) -> str:
+    from wgns.features.check import health
+
     broken = ns.get("broken") or []
     shown_phase = f"BROKEN (recorded {ns['phase']})" if broken else ns["phase"]
     lines = [
@@ -188,13 +228,30 @@ def render(ns: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.json and args.format not in ("text", "json"):
+        raise UsageError(f"--json and --format {args.format} do not go together")
+    fmt = "json" if args.json else args.format
+    if args.watch and fmt not in ("i3bar", "waybar"):
+        raise UsageError("--watch goes with --format i3bar or --format waybar")
+    if not args.interval > 0:
+        raise UsageError("--interval must be positive (seconds)")
     if args.ns is not None:
         netns.validate_name(args.ns)
-        names = [args.ns]
-    else:
-        names = state.managed()
+    if fmt in ("i3bar", "waybar"):
+        from wgns.commands import statusbar
+
+        return statusbar.run(fmt, args.ns, watch=args.watch, interval=args.interval)
+    if os.geteuid() != 0:
+        from wgns.commands import statusbar
+
+        return statusbar.print_published(args.ns, as_json=fmt == "json")
+    names = [args.ns] if args.ns is not None else state.managed()
     described = [describe(n) for n in names]
-    if args.json:
+    from wgns.features import statusfile
+
+    for d in described:
+        statusfile.publish_described(d)
+    if fmt == "json":
         json.dump({"format": FORMAT, "namespaces": described}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif not described:

@@ -123,6 +123,9 @@ def down(ns: str) -> DownResult:
         left = leftover_processes(ns) if netns.exists(ns) else []
         rec.phase = "stopping"
         state.save(rec)
+        from wgns.features import statusfile
+
+        statusfile.withdraw(ns)  # status bars: it is going away (docs/status.md)
         ex = Executor(rec)
         legacy = _legacy_hooks(rec)
         hooks = bool(legacy) or any(e.get("kind") == DOWN_HOOK for e in rec.journal)

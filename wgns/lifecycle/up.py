@@ -214,6 +214,14 @@ def plan(
 
 
 def up(profile: Profile, *, reload: bool = False, target: Target | None = None) -> UpResult:
+    result = _up(profile, reload=reload, target=target)
+    from wgns.features import statusfile
+
+    statusfile.refresh(result.ns)  # the status bars' copy (docs/status.md); never raises
+    return result
+
+
+def _up(profile: Profile, *, reload: bool, target: Target | None) -> UpResult:
     ns = profile.name
     ifnames = tuple(names.wg_ifname(ns, i.name) for i in profile.interfaces)
     _warn(profile)

@@ -9,6 +9,8 @@ About once a second (wgns.lifecycle.watchlogic decides, this module acts):
 - a dead wireguard-go or a deleted device is remade as `wgns up` repairs it
   (wgns.lifecycle.up.repair_tunnels), under the namespace's lock: the namespace, its kill
   switch and the processes inside stay as they are;
+- every statusfile.REFRESH seconds the namespace's status file (wgns.features.statusfile,
+  what a user's status bar reads) is published again;
 - each peer's handshake age and endpoint become systemd's STATUS=, and WATCHDOG=1 is sent
   whatever the tunnel's state (the watchdog says this loop is alive; a restart by systemd
   would be the very thing the loop exists to avoid);
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING
 from wgns import log
 from wgns.engine import state
 from wgns.errors import WgnsError
+from wgns.features import statusfile
 from wgns.lifecycle import probe, watchlogic, watchnet
 from wgns.lifecycle.watchlogic import Kicker, PeerSample, Traffic
 from wgns.profile.model import Endpoint
@@ -88,6 +91,7 @@ class Watcher:
         self._gap: float | None = None
         self._resumed = False
         self._repair_after = 0.0
+        self._published = -statusfile.REFRESH  # the first cycle publishes
         self._monitor: watchnet.NetMonitor | None = None
         self._monitor_inode = 0
         start = time.monotonic()
@@ -161,6 +165,9 @@ class Watcher:
             self._kicker.event(now, f"resume after {gap - (self._gap or gap):.0f}s asleep")
         self._gap = gap
         samples = self._samples(rec)
+        if now >= self._published + statusfile.REFRESH:  # the status bars' copy
+            statusfile.refresh(self.ns, rec)
+            self._published = now
         self._resolve(rec, samples, now)
         self._resumed = False
         ifnames = [str(i["ifname"]) for i in rec.interfaces]
