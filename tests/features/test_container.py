@@ -102,6 +102,8 @@ def test_pid_gets_the_tunnel_dns_and_down_leaves_host_and_container_as_they_were
 
     st = status_of(wgns)
     assert st["phase"] == "up" and st["broken"] == [] and st["owner"] == "pre-existing"
+    assert st["container"]["pid"] == c.pid and st["container"]["container"] is None
+    assert f"namespace of: process, pid {c.pid}" in wgns("status", NAME).stdout
     # the other commands work by the name
     check = wgns("check", NAME, check=False)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -151,6 +151,7 @@ def describe(ns: str) -> dict[str, Any]:
         "exists": netns.exists(ns),
         "backend": rec.backend,
         "birthplace": rec.birthplace,
+        "container": rec.extra.get("container"),  # --pid/--container: whose namespace it is
         "profile": rec.profile,
         "kill_switch": rec.kill_switch,
         "ipv6": rec.ipv6,
@@ -190,6 +191,10 @@ def render(ns: dict[str, Any]) -> str:
         + ("created by wgns" if ns["owner"] == "wgns" else "pre-existing (left in place by down)")
         + (f", birthplace {ns['birthplace']}" if ns["birthplace"] else ""),
     ]
+    if ns.get("container"):
+        c = ns["container"]
+        whose = f"container {c['container']} ({c['engine']})" if c.get("container") else "process"
+        lines.append(f"  namespace of: {whose}, pid {c['pid']}")
     lines += [f"  broken: {why}" for why in broken]
     if broken:
         lines.append(f"  fix: {health.fix_hint(ns['name'])}")
