@@ -285,3 +285,25 @@ def test_a_forward_reaches_the_container_from_the_host(
         forwarding.stop(sandbox, srv)
     wgns("down", NAME)
     c.stop()
+
+
+def test_reload_rewrites_the_containers_resolv_conf_and_down_puts_the_original_back(
+    sandbox: Sandbox, provider: Provider, wgns: Any
+) -> None:
+    c = standin.start(sandbox)
+    conf = provider.client_conf()
+    profile = write_profile(sandbox, conf)
+    wgns("up", profile, "--pid", str(c.pid), "--name", NAME)
+    assert f"nameserver {provider.dns_v4}" in c.resolv()
+    extra = "198.19.53.53"  # a second server (inside the tunnel's allowed IPs)
+    wider = write_profile(
+        sandbox, conf.replace(f"DNS = {provider.dns_v4}", f"DNS = {provider.dns_v4}, {extra}", 1)
+    )
+    r = wgns("up", "--reload", wider, "--name", NAME)
+    assert "resolv.conf of process" in r.stderr + r.stdout
+    assert f"nameserver {extra}" in c.resolv() and f"nameserver {provider.dns_v4}" in c.resolv()
+    answer = c.run(["dig", "+short", "+time=2", "+tries=1", "whoami.test", "A"]).stdout.split()
+    assert answer == [provider.web_v4]
+    wgns("down", NAME)
+    assert c.resolv() == standin.RESOLV
+    c.stop()

@@ -20,7 +20,7 @@ from wgns.engine import state
 from wgns.engine.executor import Executor
 from wgns.engine.ops import ConfigureLink, NftTable, Op, WriteNetnsFiles
 from wgns.errors import WgnsError
-from wgns.features import etcview, killswitch
+from wgns.features import containerdns, etcview, killswitch
 from wgns.lifecycle.ops import DownHook, ReconfigureLink, ReplaceNftTable, SyncWireguard
 from wgns.lifecycle.plan import (
     Facts,
@@ -162,6 +162,7 @@ def plan_reload(profile: Profile, rec: state.Record, facts: Facts) -> ReloadPlan
         result.changes.append(f"/etc view mounted at {etcview.etc_of(ns)}")
     elif facts.netns_files and (files is None or files.files != facts.netns_files):
         result.ops.append(etcview.UpdateEtcView(ns=ns, files=dict(facts.netns_files)))
+    result.ops += _container_resolv(journal, facts, result.changes)
     for iface in profile.interfaces:
         ifname = names.wg_ifname(ns, iface.name)
         result.ops.append(
@@ -177,6 +178,19 @@ def plan_reload(profile: Profile, rec: state.Record, facts: Facts) -> ReloadPlan
     if result.remove_kill_switch:
         result.changes.append("kill switch removed")
     return result
+
+
+def _container_resolv(journal: list[Op], facts: Facts, changes: list[str]) -> list[Op]:
+    """A container's own resolv.conf (`up --pid/--container`) rewritten with the new DNS. The new
+    op is undone before the first one, which then finds its own text and puts the original back."""
+    last = _last(journal, containerdns.ContainerResolvConf)
+    wanted = facts.netns_files.get("resolv.conf")
+    if last is None or wanted is None or last.content == wanted:
+        return []
+    changes.append(f"{containerdns.RESOLV_CONF} of process {last.pid} rewritten")
+    return [
+        containerdns.ContainerResolvConf(pid=last.pid, starttime=last.starttime, content=wanted)
+    ]
 
 
 def reload(profile: Profile, rec: state.Record, facts: Facts) -> tuple[str, ...]:
