@@ -351,3 +351,28 @@ def test_the_status_file_is_kept_current_for_status_bars(
     assert doc["interfaces"][0]["rx_bytes"] > 0
     assert fg.stop() == 0
     assert not sandbox.path(path).exists()
+
+
+def test_a_second_foreground_for_the_same_namespace_is_refused_and_the_first_goes_on(
+    sandbox: Sandbox, provider: Provider, wgns: Any, foreground: list[Foreground]
+) -> None:
+    """Two loops would repair and re-resolve against each other: the second one exits 2 (which
+    wgns@.service does not restart on), naming the first; a new loop may start once it ended."""
+    client = provider.new_client()
+    path = write_profile(sandbox, provider.client_conf(client))
+    first = start(sandbox, foreground, path)
+    first.next("READY")
+    record = sandbox.read_text(f"/run/wgns/{NS}.json")
+    second = wgns("up", "--foreground", path, "--name", NS, check=False, timeout=SAFETY)
+    assert second.returncode == 2, second.stderr
+    # setpriv execs wgns: the loop's pid is the one started
+    assert f"already watched by another `wgns up --foreground` (pid {first.proc.pid})" in (
+        second.stderr
+    )
+    assert first.proc.poll() is None
+    assert sandbox.read_text(f"/run/wgns/{NS}.json") == record  # the second changed nothing
+    assert pings(sandbox, provider.web_v4)
+    assert first.stop() == 0
+    third = start(sandbox, foreground, path)
+    third.next("READY")
+    assert third.stop() == 0

@@ -257,6 +257,7 @@ def foreground(ref: str, *, name: str | None, backend: str | None) -> int:
 
     with watch.signals() as stop:  # from before `up`: a SIGTERM now is a `down` after it
         profile = load()
+        claim = watch.claim(profile.name)  # before `up`: one loop per namespace
         result = lifecycle.up(profile)
         report_up(result)
         ns = result.ns
@@ -273,6 +274,7 @@ def foreground(ref: str, *, name: str | None, backend: str | None) -> int:
             raise Gone(f"{ns} was taken down by someone else", hint=f"wgns up {ref}")
         sdnotify.notify(stopping=1, status=f"taking {ns} down")
         rc = down(ns)  # signals stay noted, not raised: the teardown is never cut short
+        claim.close()
     if outcome == watch.DELETED:
         raise Gone(
             f"{ns} was deleted outside wgns (its remains are cleared)", hint=f"wgns up {ref}"

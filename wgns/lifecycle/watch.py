@@ -25,9 +25,12 @@ Every repair is one line on stderr (the journal, under systemd).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import signal
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -437,3 +440,38 @@ def signals() -> Iterator[Stop]:
             signal.signal(s, h)
         os.close(rfd)
         os.close(wfd)
+
+
+class AlreadyWatched(WgnsError):
+    """Another `up --foreground` watches the namespace. Exit status 2, which wgns@.service does
+    not restart on: a second loop would repair and re-resolve against the first."""
+
+    exit_code = 2
+
+
+def claim(ns: str) -> socket.socket:
+    """Hold NS's watch for as long as the socket returned is open: a listening unix socket with
+    an abstract name (the kernel frees it when the process dies, however it dies; no file to
+    leave behind). A second claim fails, naming the holder (SO_PEERCRED of a connect)."""
+    name = f"wgns/watch/{ns}"
+    if len(name) > 100:  # sun_path is 108 bytes
+        name = "wgns/watch/#" + hashlib.sha256(ns.encode()).hexdigest()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind("\0" + name)
+        sock.listen(1)
+        return sock
+    except OSError:
+        sock.close()
+    holder = "another process"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as peer:
+        try:
+            peer.connect("\0" + name)
+            cred = peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            holder = f"pid {struct.unpack('3i', cred)[0]}"
+        except OSError:
+            pass
+    raise AlreadyWatched(
+        f"{ns} is already watched by another `wgns up --foreground` ({holder})",
+        hint=f"`systemctl status wgns@{ns}` shows whether it is the unit's",
+    )
