@@ -9,16 +9,26 @@ are the command's own.
 2. **Mounts**: unshare(2) a mount namespace, make every mount a slave (nothing propagates back to
    the host; host mounts still propagate in), then
 
-   * hide the host's name-service back doors: an empty read-only tmpfs over /run/nscd (nscd's
-     socket), /run/systemd/resolve (systemd-resolved's varlink sockets and stub files) and
-     /run/avahi-daemon (nss-mdns's socket), and their /var/run twins. A network namespace does
-     not isolate filesystem unix sockets, so glibc would otherwise ask host daemons, which resolve
-     over the host's network;
-   * show /etc/netns/NS/* at /etc/* (like `ip netns exec`): a bind mount over a regular file; a
-     mount *on the symlink itself* (open_tree + move_mount, which does not follow the last
-     component) when /etc/FILE is a symlink, dangling or not, e.g. the systemd-resolved stub;
-     and, when /etc/FILE does not exist (no mount point to use), a read-only overlay of
-     /etc/netns/NS on top of /etc;
+   * hide the host's name-service back doors (:data:`HIDDEN_PATHS`, shared with `wgns
+     confine`): an empty read-only tmpfs over /run/nscd (nscd's socket), /run/systemd/resolve
+     (systemd-resolved's varlink sockets and stub files), /run/avahi-daemon (nss-mdns's socket)
+     and /run/dbus (the D-Bus system bus socket: resolved's D-Bus API), and their /var/run
+     twins. A network namespace does not isolate filesystem unix sockets, so glibc (or a D-Bus
+     client) would otherwise ask host daemons, which resolve over the host's network. The
+     bus's *directory* is covered, not its socket: a mount on the socket itself would be
+     detached by the kernel as soon as dbus-daemon, restarting, unlinks it and binds a new one;
+   * show NS's files at /etc: bind NS's /etc view (:func:`view_etc_of`, the read-only overlay
+     `wgns up` mounts: /etc with NS's resolv.conf, hosts and nsswitch.conf on top) over /etc,
+     then any other entry of /etc/netns/NS over its /etc/<entry> in that view. One mount on the
+     directory: the host replacing /etc/resolv.conf later (by rename, as NetworkManager and
+     resolvconf do) changes nothing inside, where a bind mount on /etc/resolv.conf itself would
+     be detached by the kernel and the host's new file show through;
+   * without a view (a namespace brought up by a wgns that did not mount one, or NS not brought
+     up by wgns), show /etc/netns/NS/* at /etc/* file by file (like `ip netns exec`): a bind
+     mount over a regular file; a mount *on the symlink itself* (open_tree + move_mount, which
+     does not follow the last component) when /etc/FILE is a symlink, dangling or not, e.g. the
+     systemd-resolved stub; and, when /etc/FILE does not exist (no mount point to use), a
+     read-only overlay of /etc/netns/NS on top of /etc;
    * remount /sys so that /sys/class/net lists NS's interfaces.
 
 The same view is how wgns itself works inside a named namespace, through :func:`call_in_view` in
@@ -39,15 +49,24 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.sys
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-#: Directories holding unix sockets through which host daemons resolve names for a client.
-BACKDOOR_DIRS = (
-    "/run/nscd",
-    "/var/run/nscd",
-    "/run/systemd/resolve",
-    "/var/run/systemd/resolve",
-    "/run/avahi-daemon",
-    "/var/run/avahi-daemon",
+#: How a process in a namespace would reach a resolver over the host's network, whatever its
+#: network namespace: unix sockets in the file system (a network namespace does not separate
+#: those) of nscd, of systemd-resolved (nss-resolve's varlink socket, its stub files), of avahi
+#: (nss-mdns), and the D-Bus system bus (resolved's D-Bus API). Directories first, then sockets.
+#: `wgns exec` covers each directory, and each socket's directory, with an empty tmpfs;
+#: `wgns confine` makes them InaccessiblePaths= (wgns.integrations.systemd.confine).
+HIDDEN_DIRS = ("/run/nscd", "/run/systemd/resolve", "/run/avahi-daemon")
+HIDDEN_SOCKETS = ("/run/dbus/system_bus_socket",)
+HIDDEN_PATHS = HIDDEN_DIRS + HIDDEN_SOCKETS
+#: The directories `wgns exec` covers: those above, the sockets' directories, and the /var/run
+#: twins of all (/var/run is not a link to /run everywhere).
+BACKDOOR_DIRS = tuple(
+    twin
+    for d in HIDDEN_DIRS + tuple(p[: p.rfind("/")] for p in HIDDEN_SOCKETS)
+    for twin in (d, "/var" + d)
 )
+#: Where `wgns up` mounts each namespace's /etc view (wgns.features.etcview mounts it).
+VIEW_ROOT = "/run/wgns/view"
 #: Files of /etc/netns/NS without which `wgns exec` refuses to run anything.
 REQUIRED_ETC_FILES = ("resolv.conf", "nsswitch.conf")
 
@@ -55,6 +74,56 @@ REQUIRED_ETC_FILES = ("resolv.conf", "nsswitch.conf")
 _OPEN_TREE_CLONE = 1
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _ST_RDONLY = 1
+
+
+def view_etc_of(ns: str) -> str:
+    """Where `wgns up` mounts NS's view of /etc (wgns.features.etcview)."""
+    return f"{VIEW_ROOT}/{ns}/etc"
+
+
+def view_top_of(ns: str) -> str:
+    """The view's top layer: copies of NS's /etc/netns files."""
+    return f"{VIEW_ROOT}/{ns}/netns"
+
+
+def _unescape(field: str) -> str:
+    """A field of /proc/self/mountinfo: the kernel writes some characters as \\ooo (octal)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def view_mounted(ns: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """NS's /etc view is mounted here: the topmost mount at :func:`view_etc_of` is an overlay
+    whose top layer is :func:`view_top_of` (not whatever else might be mounted there)."""
+    point, lower = view_etc_of(ns), f"lowerdir={view_top_of(ns)}:"
+    try:
+        with open(mountinfo, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return False
+    found = False
+    for line in text.split("\n"):
+        if point not in line:  # a cheap filter: the mount point is written unescaped here
+            continue
+        fields = line.split(" ")
+        if len(fields) < 10 or _unescape(fields[4]) != point or "-" not in fields[6:]:
+            continue
+        sep = fields.index("-", 6)
+        options = fields[sep + 3].split(",") if len(fields) > sep + 3 else []
+        found = fields[sep + 1] == "overlay" and any(
+            _unescape(o).startswith(lower) for o in options
+        )
+    return found
 
 
 def mount_on_link(source: str, link: str) -> None:
@@ -172,8 +241,56 @@ def remount_sys() -> None:
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
 
-def enter(ns: str) -> None:
-    """Move the calling process into NS's network namespace and a private view of the files.
+def _view_extras(ns: str, etc_dir: str) -> list[str] | None:
+    """The entries of ETC_DIR that NS's view does not hold (an administrator's additions), to be
+    bound over the view; None when one of them has nothing to be bound on there (missing from
+    /etc, or a symlink)."""
+    try:
+        names = posix.listdir(etc_dir)
+    except FileNotFoundError:
+        return []
+    if not names:
+        return []
+    held = set(posix.listdir(view_top_of(ns)))
+    extras = sorted(n for n in names if n not in held)
+    view = view_etc_of(ns)
+    for name in extras:
+        try:
+            if S_ISLNK(posix.lstat(join(view, name)).st_mode):
+                return None
+        except FileNotFoundError:
+            return None
+    return extras
+
+
+def show_etc(ns: str, etc: str = "/etc") -> tuple[str, str]:
+    """Show NS's files at ETC; returns (how, why): how is "view" (NS's /etc view bound over ETC),
+    else bind_etc's "bind" or "overlay" (file by file, why says why), or "" (no /etc/netns/NS).
+
+    Call inside a private mount namespace."""
+    etc_dir = netns.etc_dir_of(ns)
+    view = view_etc_of(ns)
+    if view_mounted(ns):
+        extras = _view_extras(ns, etc_dir)
+        if extras is not None:
+            netns.mount(view, etc, None, netns.MS_BIND)
+            for name in extras:
+                netns.mount(join(etc_dir, name), join(etc, name), None, netns.MS_BIND)
+            return "view", f"{view} bound over {etc}" + (
+                f", then {', '.join(extras)} of {etc_dir}" if extras else ""
+            )
+        why = f"an entry of {etc_dir} has no regular file of {etc} to be mounted on in {view}"
+    else:
+        why = f"no /etc view of {ns} is mounted at {view} (brought up by an older wgns?)"
+    if not isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
+        return "", why
+    how = bind_etc(etc_dir, etc)
+    return how, f"{why}: {etc_dir}/* shown at {etc} file by file ({how})"
+
+
+def enter(ns: str) -> tuple[str, str]:
+    """Move the calling process into NS's network namespace and a private view of the files;
+    returns :func:`show_etc`'s (how, why).
 
     The process must be single-threaded and root. Irreversible: call only before exec."""
     fd = posix.open(netns.path_of(ns), posix.O_RDONLY | posix.O_CLOEXEC)
@@ -184,15 +301,14 @@ def enter(ns: str) -> None:
     netns.unshare(netns.CLONE_NEWNS)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_SLAVE)
     hide_backdoors()
-    etc_dir = str(netns.etc_dir_of(ns))
-    if isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
-        bind_etc(etc_dir)
+    shown = show_etc(ns)
     remount_sys()
+    return shown
 
 
 def call_in_view(ns: str, fn: Callable[[], str]) -> str:
     """FN's result, computed in a child process that has entered NS as `wgns exec` would
-    (:func:`enter`): NS's network, its /etc/netns files, no host name-service back doors.
+    (:func:`enter`): NS's network, its /etc view, no host name-service back doors.
 
     For what wgns itself runs in a named namespace, the PreUp/PostUp hooks and endpoint lookups:
     a setns(2) of the network alone would leave them the host's resolv.conf and nscd. A WgnsError
