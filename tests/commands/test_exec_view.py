@@ -32,6 +32,7 @@ from wgns.testing.sandbox import Sandbox
 from wgns.testing.sim.provider import Provider
 
 VIEW = f"/run/wgns/view/{NS}/etc"  # where `wgns up` mounts NS's view (wgns.features.etcview)
+TOP = f"/run/wgns/view/{NS}/netns"  # the view's top layer: NS's resolv.conf, hosts, nsswitch.conf
 BUS = "/run/dbus/system_bus_socket"
 
 #: A long-running program inside: for every line on stdin, one JSON line with what it sees now.
@@ -185,7 +186,7 @@ def test_etc_is_the_view_read_only_with_the_hosts_other_files(
     assert r.stdout.startswith(netns_files)
     assert r.stdout[len(netns_files) :].splitlines()[0] == "1"  # the host's passwd
     assert "Read-only file system" in r.stdout and r.stdout.endswith("refused\n")
-    assert f"[#] {VIEW} bound over /etc" in r.stderr
+    assert f"[#] /etc view: overlay of {TOP} on /etc" in r.stderr
 
 
 def test_an_administrators_extra_file_is_shown_over_the_view(
@@ -198,7 +199,7 @@ def test_an_administrators_extra_file_is_shown_over_the_view(
     assert r.returncode == 0, r.stderr
     tunnel_resolv = sandbox.read_text(f"/etc/netns/{NS}/resolv.conf")
     assert r.stdout == "precedence ::ffff:0:0/96 100\n" + tunnel_resolv
-    assert f"{VIEW} bound over /etc, then gai.conf of /etc/netns/{NS}" in r.stderr
+    assert f"on /etc, then gai.conf of /etc/netns/{NS} bound over it" in r.stderr
     # an extra file /etc lacks has nothing to be mounted on in the view: the file-by-file way
     sandbox.write_file(f"/etc/netns/{NS}/wgns-extra.conf", "extra\n")
     r = run_exec(sandbox, NS, "--debug", "--", "cat", "/etc/wgns-extra.conf", "/etc/resolv.conf")
@@ -210,24 +211,34 @@ def test_an_administrators_extra_file_is_shown_over_the_view(
 def test_without_a_view_exec_binds_file_by_file_and_says_so(
     sandbox: Sandbox, up: Provider, wgns: Any
 ) -> None:
-    """A namespace brought up by a wgns that mounted no view (its record has none), or with
-    something else mounted where the view should be: /etc/netns/NS/* bound file by file."""
+    """A namespace brought up by a wgns that wrote no view (no top layer): /etc/netns/NS/*
+    bound file by file, as before the view."""
     tunnel_resolv = sandbox.read_text(f"/etc/netns/{NS}/resolv.conf")
     sandbox.run(["umount", VIEW])
+    sandbox.run(["sh", "-c", f"rm {TOP}/*"])
     r = run_exec(sandbox, NS, "--debug", "--", "cat", "/etc/resolv.conf")
     assert (r.returncode, r.stdout) == (0, tunnel_resolv), r.stderr
-    assert f"no /etc view of {NS} is mounted at {VIEW}" in r.stderr
+    assert f"{NS} has no /etc view ({TOP} holds no resolv.conf" in r.stderr
     assert f"/etc/netns/{NS}/* shown at /etc file by file (bind)" in r.stderr
     r = run_exec(sandbox, NS, "--", "cat", "/etc/resolv.conf")
     assert (r.returncode, r.stdout, r.stderr) == (0, tunnel_resolv, "")  # said at --debug only
-    # not NS's view: a file system with the host's resolver, mounted where the view goes
-    sandbox.run(["mount", "-t", "tmpfs", "none", VIEW])
-    try:
-        sandbox.write_file(f"{VIEW}/resolv.conf", f"nameserver {up.isp_dns}\n")
-        r = run_exec(sandbox, NS, "--debug", "--", "cat", "/etc/resolv.conf")
-        assert (r.returncode, r.stdout) == (0, tunnel_resolv), r.stderr
-        assert "file by file (bind)" in r.stderr
-    finally:
-        sandbox.run(["umount", VIEW])
+    r = run_exec(sandbox, NS, "--", "touch", "/etc/wgns-test", uid=None)
+    assert r.returncode == 0  # file by file leaves /etc writable for root, as before
     wgns("down", NS)  # the view's undo copes with a view already gone
     assert not sandbox.path("/run/wgns/view").exists()
+
+
+def test_each_command_sees_the_hosts_etc_as_it_is_when_it_starts(
+    sandbox: Sandbox, up: Provider
+) -> None:
+    """useradd, timedatectl, update-ca-certificates replace files of /etc by rename. overlayfs
+    keeps the lower files it has looked up: a view mounted once at `wgns up` and bound by every
+    `wgns exec` would show the old /etc/passwd to every command from then on."""
+    r = run_exec(sandbox, NS, "--", "grep", "-c", "^", "/etc/passwd", check=True)
+    lines = int(r.stdout)
+    passwd = sandbox.read_text("/etc/passwd")
+    replace_by_rename(sandbox, "/etc/passwd", passwd + "zed:x:4100:4100::/tmp:/bin/sh\n")
+    r = run_exec(sandbox, NS, "--", "grep", "-c", "^", "/etc/passwd", check=True)
+    assert int(r.stdout) == lines + 1
+    r = run_exec(sandbox, NS, "--", "id", "-un", "4100", check=True)
+    assert r.stdout.strip() == "zed"

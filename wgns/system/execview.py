@@ -17,12 +17,14 @@ are the command's own.
      client) would otherwise ask host daemons, which resolve over the host's network. The
      bus's *directory* is covered, not its socket: a mount on the socket itself would be
      detached by the kernel as soon as dbus-daemon, restarting, unlinks it and binds a new one;
-   * show NS's files at /etc: bind NS's /etc view (:func:`view_etc_of`, the read-only overlay
-     `wgns up` mounts: /etc with NS's resolv.conf, hosts and nsswitch.conf on top) over /etc,
-     then any other entry of /etc/netns/NS over its /etc/<entry> in that view. One mount on the
-     directory: the host replacing /etc/resolv.conf later (by rename, as NetworkManager and
-     resolvconf do) changes nothing inside, where a bind mount on /etc/resolv.conf itself would
-     be detached by the kernel and the host's new file show through;
+   * show NS's files at /etc: NS's /etc view, a read-only overlay of /etc with the view's top
+     layer (:func:`view_top_of`: NS's resolv.conf, hosts and nsswitch.conf, which `wgns up`
+     writes and `up --reload` rewrites in place) on top, made on /etc itself; then any other
+     entry of /etc/netns/NS over its /etc/<entry>. One mount on the directory: the host
+     replacing /etc/resolv.conf later (by rename, as NetworkManager and resolvconf do) changes
+     nothing inside, where a bind mount on /etc/resolv.conf itself would be detached by the
+     kernel and the host's new file show through. (Made afresh rather than bound from the
+     view `wgns up` mounts: see :func:`show_etc`.);
    * without a view (a namespace brought up by a wgns that did not mount one, or NS not brought
      up by wgns), show /etc/netns/NS/* at /etc/* file by file (like `ip netns exec`): a bind
      mount over a regular file; a mount *on the symlink itself* (open_tree + move_mount, which
@@ -84,37 +86,6 @@ def view_etc_of(ns: str) -> str:
 def view_top_of(ns: str) -> str:
     """The view's top layer: copies of NS's /etc/netns files."""
     return f"{VIEW_ROOT}/{ns}/netns"
-
-
-def _read(path: str) -> bytes:
-    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
-    try:
-        return posix.read(fd, 1 << 16)
-    finally:
-        posix.close(fd)
-
-
-def view_files(ns: str) -> list[str] | None:
-    """The files of NS's /etc view (its top layer) when the view is mounted here, else None.
-
-    Mounted: something is mounted at :func:`view_etc_of` (it is on another device than its
-    directory) and it shows NS's resolv.conf, the top layer's own file (the same inode; or, when
-    overlayfs numbers inodes itself (xino), the same content): not another namespace's view,
-    not the host's /etc. Four stats: /proc/self/mountinfo would say the same at several times
-    the cost (the kernel formats every mount of the namespace: ~60 us here, more than the two
-    bind mounts the view saves; docs/exec.md, Speed)."""
-    view, top = view_etc_of(ns), view_top_of(ns)
-    try:
-        if posix.stat(view).st_dev == posix.stat(f"{VIEW_ROOT}/{ns}").st_dev:
-            return None  # not a mount point: nothing mounted there
-        shown = posix.stat(f"{view}/resolv.conf")
-        own = posix.stat(f"{top}/resolv.conf")
-        same = (shown.st_dev, shown.st_ino) == (own.st_dev, own.st_ino)
-        if not same and _read(f"{view}/resolv.conf") != _read(f"{top}/resolv.conf"):
-            return None
-        return posix.listdir(top)
-    except OSError:
-        return None
 
 
 def mount_on_link(source: str, link: str) -> None:
@@ -232,18 +203,26 @@ def remount_sys() -> None:
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
 
-def _view_extras(ns: str, etc_dir: str, held: list[str]) -> list[str] | None:
-    """The entries of ETC_DIR that NS's view does not hold (HELD: an administrator's additions),
-    to be bound over the view; None when one of them has nothing to be bound on there (missing
-    from /etc, or a symlink)."""
+def _view_files(top: str) -> list[str] | None:
+    """The files of the view's top layer TOP, None when it has no resolv.conf (no view)."""
+    try:
+        names = posix.listdir(top)
+    except OSError:
+        return None
+    return names if "resolv.conf" in names else None
+
+
+def _extras(etc_dir: str, held: list[str], etc: str) -> list[str] | None:
+    """The entries of ETC_DIR that the view does not hold (HELD: an administrator's additions),
+    to be bound over the view; None when one has nothing to be bound on (missing from ETC, or a
+    symlink there)."""
     try:
         extras = sorted(set(posix.listdir(etc_dir)).difference(held))
     except FileNotFoundError:
         return []
-    view = view_etc_of(ns)
     for name in extras:
         try:
-            if S_ISLNK(posix.lstat(join(view, name)).st_mode):
+            if S_ISLNK(posix.lstat(join(etc, name)).st_mode):
                 return None
         except FileNotFoundError:
             return None
@@ -251,25 +230,35 @@ def _view_extras(ns: str, etc_dir: str, held: list[str]) -> list[str] | None:
 
 
 def show_etc(ns: str, etc: str = "/etc") -> tuple[str, str]:
-    """Show NS's files at ETC; returns (how, why): how is "view" (NS's /etc view bound over ETC),
+    """Show NS's files at ETC; returns (how, why): how is "view" (NS's /etc view made on ETC),
     else bind_etc's "bind" or "overlay" (file by file, why says why), or "" (no /etc/netns/NS).
 
-    Call inside a private mount namespace."""
+    The view is made afresh, not bound from :func:`view_etc_of`: overlayfs keeps the lower
+    files it has looked up, so the mount `wgns up` made would go on showing every command the
+    /etc/passwd (localtime, ssl/certs, ...) it first read, after the host replaced it by
+    rename. A new overlay shows the host's /etc as it is when the command starts, costs less
+    than the two bind mounts it saves, and is the same view: the same top layer, which
+    `up --reload` rewrites in place. Call inside a private mount namespace."""
     etc_dir = netns.etc_dir_of(ns)
-    view = view_etc_of(ns)
-    held = view_files(ns)
-    if held is not None:
-        extras = _view_extras(ns, etc_dir, held)
-        if extras is not None:
-            netns.mount(view, etc, None, netns.MS_BIND)
-            for name in extras:
-                netns.mount(join(etc_dir, name), join(etc, name), None, netns.MS_BIND)
-            return "view", f"{view} bound over {etc}" + (
-                f", then {', '.join(extras)} of {etc_dir}" if extras else ""
-            )
-        why = f"an entry of {etc_dir} has no regular file of {etc} to be mounted on in {view}"
+    top = view_top_of(ns)
+    held = _view_files(top)
+    if held is None:
+        why = f"{ns} has no /etc view ({top} holds no resolv.conf: brought up by an older wgns?)"
     else:
-        why = f"no /etc view of {ns} is mounted at {view} (brought up by an older wgns?)"
+        extras = _extras(etc_dir, held, etc)
+        if extras is None:
+            why = f"an entry of {etc_dir} has no regular file in {etc} to be mounted on"
+        else:
+            flags = netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV
+            try:
+                netns.mount("overlay", etc, "overlay", flags, f"lowerdir={top}:{etc}")
+            except OSError as e:
+                why = f"overlayfs refused {ns}'s /etc view ({e.strerror})"
+            else:
+                for name in extras:
+                    netns.mount(join(etc_dir, name), join(etc, name), None, netns.MS_BIND)
+                then = f", then {', '.join(extras)} of {etc_dir} bound over it" if extras else ""
+                return "view", f"/etc view: overlay of {top} on {etc}{then}"
     if not isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
         return "", why
     how = bind_etc(etc_dir, etc)
