@@ -167,6 +167,18 @@ def test_the_system_bus_is_out_of_reach(sandbox: Sandbox, up: Provider) -> None:
         assert r.stdout.split() == [BUS, "FileNotFoundError"]
         r = run_exec(sandbox, NS, "--", "ls", "-A", "/run/dbus", "/var/run/dbus", uid=uid)
         assert (r.returncode, r.stdout.split()) == (0, ["/run/dbus:", "/var/run/dbus:"])
+    # every covered directory is the same empty tmpfs, read-only, nosuid, nodev, noexec
+    sandbox.run(["mkdir", "-p", "/run/nscd", "/run/avahi-daemon"])
+    flags = (
+        "import os, sys\n"
+        "for d in sys.argv[1:]:\n"
+        "    f = os.statvfs(d).f_flag\n"
+        "    print(d, len(os.listdir(d)), *(n for n in ('RDONLY', 'NOSUID', 'NODEV', 'NOEXEC')\n"
+        "          if f & getattr(os, 'ST_' + n)))\n"
+    )
+    dirs = ["/run/nscd", "/run/avahi-daemon", "/run/dbus"]
+    r = run_exec(sandbox, NS, "--", CHILD_PY, "-I", "-S", "-c", flags, *dirs, uid=None)
+    assert r.stdout.splitlines() == [f"{d} 0 RDONLY NOSUID NODEV NOEXEC" for d in dirs], r.stderr
     r = sandbox.run([CHILD_PY, "-I", "-S", "-c", PROBE, BUS])
     assert r.stdout.split() == [BUS, "reachable"]  # the host's bus is left alone
 
