@@ -25,11 +25,12 @@ _SHELL_USAGE = "wgns shell NS [--user USER] [--if-up]"
 
 _EXEC_DESCRIPTION = """\
 Run CMD inside namespace NS as the invoking user (SUDO_UID/SUDO_GID or PKEXEC_UID, else the
-caller), with /etc/netns/NS/* shown at /etc, NS's own /sys, and the host's nscd,
-systemd-resolved and avahi sockets out of reach. wgns becomes CMD (exec): its exit status,
-signals and terminal are CMD's. Exit status 127: CMD not found; 126: CMD not executable; 1: NS
-unknown or not up (nothing run). Options go between NS and CMD; `--` ends them. The environment
-is kept as `sudo -E` keeps it, with HOME, USER, LOGNAME, SHELL of the user: see docs/exec.md."""
+caller), with NS's /etc view (/etc with /etc/netns/NS/* on top, read-only) at /etc, NS's own
+/sys, and the host's nscd, systemd-resolved, avahi and D-Bus system bus sockets out of reach.
+wgns becomes CMD (exec): its exit status, signals and terminal are CMD's. Exit status 127: CMD
+not found; 126: CMD not executable; 1: NS unknown or not up (nothing run). Options go between NS
+and CMD; `--` ends them. The environment is kept as `sudo -E` keeps it, with HOME, USER,
+LOGNAME, SHELL of the user: see docs/exec.md."""
 
 _SHELL_DESCRIPTION = """\
 Run the user's shell (from the passwd database) inside namespace NS: `wgns exec NS -- SHELL`."""
@@ -180,11 +181,13 @@ def run(
     user: str | None = None,
     if_up: bool = False,
     environ: Mapping[str, str] | None = None,
+    debug: bool = False,
 ) -> NoReturn:
     """`wgns exec`: run ARGV in NS as the invoking user (or USER). Never returns.
 
     ARGV None: the user's shell. With IF_UP, a namespace that is not up means: run ARGV right
-    here instead (a damaged record is still an error: it is not known to be down)."""
+    here instead (a damaged record is still an error: it is not known to be down). DEBUG: say
+    how /etc was shown (NS's /etc view, or file by file and why)."""
     from wgns.system import execview, netns, runas, startup
 
     if argv is not None and not argv:
@@ -207,9 +210,11 @@ def run(
         cwd = None
     if inside:
         try:
-            execview.enter(ns)
+            _how, why = execview.enter(ns)
         except OSError as e:
             raise WgnsError(f"cannot enter namespace {ns}: {e}") from e
+        if debug:
+            print(f"[#] {why}", file=sys.stderr, flush=True)
         if cwd is not None:
             with startup.suppress(OSError):
                 posix.chdir(cwd)  # the same path in the new view of the file system
@@ -218,7 +223,7 @@ def run(
 
 
 def _run(req: Request) -> int:
-    run(req.ns, req.argv or None, user=req.user, if_up=req.if_up)
+    run(req.ns, req.argv or None, user=req.user, if_up=req.if_up, debug=req.debug)
 
 
 def _show_help(command: str) -> int:
@@ -234,7 +239,8 @@ def _show_help(command: str) -> int:
 
 
 def run_exec(args: argparse.Namespace) -> int:
-    req = Request(command="exec", ns=args.ns, argv=[], user=args.user, if_up=args.if_up)
+    debug = bool(getattr(args, "debug", False))
+    req = Request("exec", args.ns, [], user=args.user, if_up=args.if_up, debug=debug)
     words = list(args.cmd)
     try:  # argparse hands everything after NS to CMD
         n = _take_options(req, words, stop_at_word=True)
@@ -247,7 +253,8 @@ def run_exec(args: argparse.Namespace) -> int:
 
 
 def run_shell(args: argparse.Namespace) -> int:
-    return _run(Request(command="shell", ns=args.ns, argv=[], user=args.user, if_up=args.if_up))
+    debug = bool(getattr(args, "debug", False))
+    return _run(Request("shell", args.ns, [], user=args.user, if_up=args.if_up, debug=debug))
 
 
 def main(argv: Sequence[str]) -> int:

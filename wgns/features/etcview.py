@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from wgns.engine.ops.base import Context, Op
 from wgns.errors import WgnsError
-from wgns.system import netns
+from wgns.system import execview, netns
 
-VIEW_ROOT = "/run/wgns/view"
+VIEW_ROOT = execview.VIEW_ROOT  # shared with `wgns exec`, which binds the view over /etc
 HOST_ETC = "/etc"
 _FLAGS = netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV
 
@@ -41,12 +41,12 @@ def dir_of(ns: str) -> str:
 
 def etc_of(ns: str) -> str:
     """Where NS's view of /etc is mounted."""
-    return f"{VIEW_ROOT}/{ns}/etc"
+    return execview.view_etc_of(ns)
 
 
 def top_of(ns: str) -> str:
     """The overlay's top layer: copies of /etc/netns/NS/*."""
-    return f"{VIEW_ROOT}/{ns}/netns"
+    return execview.view_top_of(ns)
 
 
 def mounted(ns: str) -> bool:

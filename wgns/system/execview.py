@@ -9,16 +9,28 @@ are the command's own.
 2. **Mounts**: unshare(2) a mount namespace, make every mount a slave (nothing propagates back to
    the host; host mounts still propagate in), then
 
-   * hide the host's name-service back doors: an empty read-only tmpfs over /run/nscd (nscd's
-     socket), /run/systemd/resolve (systemd-resolved's varlink sockets and stub files) and
-     /run/avahi-daemon (nss-mdns's socket), and their /var/run twins. A network namespace does
-     not isolate filesystem unix sockets, so glibc would otherwise ask host daemons, which resolve
-     over the host's network;
-   * show /etc/netns/NS/* at /etc/* (like `ip netns exec`): a bind mount over a regular file; a
-     mount *on the symlink itself* (open_tree + move_mount, which does not follow the last
-     component) when /etc/FILE is a symlink, dangling or not, e.g. the systemd-resolved stub;
-     and, when /etc/FILE does not exist (no mount point to use), a read-only overlay of
-     /etc/netns/NS on top of /etc;
+   * hide the host's name-service back doors (:data:`HIDDEN_PATHS`, shared with `wgns
+     confine`): an empty read-only tmpfs over /run/nscd (nscd's socket), /run/systemd/resolve
+     (systemd-resolved's varlink sockets and stub files), /run/avahi-daemon (nss-mdns's socket)
+     and /run/dbus (the D-Bus system bus socket: resolved's D-Bus API), and their /var/run
+     twins. A network namespace does not isolate filesystem unix sockets, so glibc (or a D-Bus
+     client) would otherwise ask host daemons, which resolve over the host's network. The
+     bus's *directory* is covered, not its socket: a mount on the socket itself would be
+     detached by the kernel as soon as dbus-daemon, restarting, unlinks it and binds a new one;
+   * show NS's files at /etc: NS's /etc view, a read-only overlay of /etc with the view's top
+     layer (:func:`view_top_of`: NS's resolv.conf, hosts and nsswitch.conf, which `wgns up`
+     writes and `up --reload` rewrites in place) on top, made on /etc itself; then any other
+     entry of /etc/netns/NS over its /etc/<entry>. One mount on the directory: the host
+     replacing /etc/resolv.conf later (by rename, as NetworkManager and resolvconf do) changes
+     nothing inside, where a bind mount on /etc/resolv.conf itself would be detached by the
+     kernel and the host's new file show through. (Made afresh rather than bound from the
+     view `wgns up` mounts: see :func:`show_etc`.);
+   * without a view (a namespace brought up by a wgns that did not mount one, or NS not brought
+     up by wgns), show /etc/netns/NS/* at /etc/* file by file (like `ip netns exec`): a bind
+     mount over a regular file; a mount *on the symlink itself* (open_tree + move_mount, which
+     does not follow the last component) when /etc/FILE is a symlink, dangling or not, e.g. the
+     systemd-resolved stub; and, when /etc/FILE does not exist (no mount point to use), a
+     read-only overlay of /etc/netns/NS on top of /etc;
    * remount /sys so that /sys/class/net lists NS's interfaces.
 
 The same view is how wgns itself works inside a named namespace, through :func:`call_in_view` in
@@ -39,15 +51,24 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (wgns.sys
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-#: Directories holding unix sockets through which host daemons resolve names for a client.
-BACKDOOR_DIRS = (
-    "/run/nscd",
-    "/var/run/nscd",
-    "/run/systemd/resolve",
-    "/var/run/systemd/resolve",
-    "/run/avahi-daemon",
-    "/var/run/avahi-daemon",
+#: How a process in a namespace would reach a resolver over the host's network, whatever its
+#: network namespace: unix sockets in the file system (a network namespace does not separate
+#: those) of nscd, of systemd-resolved (nss-resolve's varlink socket, its stub files), of avahi
+#: (nss-mdns), and the D-Bus system bus (resolved's D-Bus API). Directories first, then sockets.
+#: `wgns exec` covers each directory, and each socket's directory, with an empty tmpfs;
+#: `wgns confine` makes them InaccessiblePaths= (wgns.integrations.systemd.confine).
+HIDDEN_DIRS = ("/run/nscd", "/run/systemd/resolve", "/run/avahi-daemon")
+HIDDEN_SOCKETS = ("/run/dbus/system_bus_socket",)
+HIDDEN_PATHS = HIDDEN_DIRS + HIDDEN_SOCKETS
+#: The directories `wgns exec` covers: those above, the sockets' directories, and the /var/run
+#: twins of all (/var/run is not a link to /run everywhere).
+BACKDOOR_DIRS = tuple(
+    twin
+    for d in HIDDEN_DIRS + tuple(p[: p.rfind("/")] for p in HIDDEN_SOCKETS)
+    for twin in (d, "/var" + d)
 )
+#: Where `wgns up` mounts each namespace's /etc view (wgns.features.etcview mounts it).
+VIEW_ROOT = "/run/wgns/view"
 #: Files of /etc/netns/NS without which `wgns exec` refuses to run anything.
 REQUIRED_ETC_FILES = ("resolv.conf", "nsswitch.conf")
 
@@ -55,6 +76,16 @@ REQUIRED_ETC_FILES = ("resolv.conf", "nsswitch.conf")
 _OPEN_TREE_CLONE = 1
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _ST_RDONLY = 1
+
+
+def view_etc_of(ns: str) -> str:
+    """Where `wgns up` mounts NS's view of /etc (wgns.features.etcview)."""
+    return f"{VIEW_ROOT}/{ns}/etc"
+
+
+def view_top_of(ns: str) -> str:
+    """The view's top layer: copies of NS's /etc/netns files."""
+    return f"{VIEW_ROOT}/{ns}/netns"
 
 
 def mount_on_link(source: str, link: str) -> None:
@@ -103,10 +134,15 @@ def hide_backdoors(dirs: Sequence[str] = BACKDOOR_DIRS) -> list[str]:
             continue
         if S_ISDIR(st.st_mode):
             found.setdefault((st.st_dev, st.st_ino), d)
+    covered = list(found.values())
     flags = netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV | netns.MS_NOEXEC
-    for d in found.values():
+    for d in covered[:1]:
         netns.mount("tmpfs", d, "tmpfs", flags, "mode=0755,size=4k,nr_inodes=8")
-    return list(found.values())
+    for d in covered[1:]:
+        # the same empty read-only tmpfs, with its mount flags, again: a bind mount costs about
+        # half a new tmpfs (~30 against ~50 us here), and a desktop has three or four of these
+        netns.mount(covered[0], d, None, netns.MS_BIND)
+    return covered
 
 
 def bind_etc(etc_dir: str, etc: str = "/etc") -> str:
@@ -172,8 +208,71 @@ def remount_sys() -> None:
     netns.mount("sysfs", "/sys", "sysfs", flags)
 
 
-def enter(ns: str) -> None:
-    """Move the calling process into NS's network namespace and a private view of the files.
+def _view_files(top: str) -> list[str] | None:
+    """The files of the view's top layer TOP, None when it has no resolv.conf (no view)."""
+    try:
+        names = posix.listdir(top)
+    except OSError:
+        return None
+    return names if "resolv.conf" in names else None
+
+
+def _extras(etc_dir: str, held: list[str], etc: str) -> list[str] | None:
+    """The entries of ETC_DIR that the view does not hold (HELD: an administrator's additions),
+    to be bound over the view; None when one has nothing to be bound on (missing from ETC, or a
+    symlink there)."""
+    try:
+        extras = sorted(set(posix.listdir(etc_dir)).difference(held))
+    except FileNotFoundError:
+        return []
+    for name in extras:
+        try:
+            if S_ISLNK(posix.lstat(join(etc, name)).st_mode):
+                return None
+        except FileNotFoundError:
+            return None
+    return extras
+
+
+def show_etc(ns: str, etc: str = "/etc") -> tuple[str, str]:
+    """Show NS's files at ETC; returns (how, why): how is "view" (NS's /etc view made on ETC),
+    else bind_etc's "bind" or "overlay" (file by file, why says why), or "" (no /etc/netns/NS).
+
+    The view is made afresh, not bound from :func:`view_etc_of`: overlayfs keeps the lower
+    files it has looked up, so the mount `wgns up` made would go on showing every command the
+    /etc/passwd (localtime, ssl/certs, ...) it first read, after the host replaced it by
+    rename. A new overlay shows the host's /etc as it is when the command starts, costs less
+    than the two bind mounts it saves, and is the same view: the same top layer, which
+    `up --reload` rewrites in place. Call inside a private mount namespace."""
+    etc_dir = netns.etc_dir_of(ns)
+    top = view_top_of(ns)
+    held = _view_files(top)
+    if held is None:
+        why = f"{ns} has no /etc view ({top} holds no resolv.conf: brought up by an older wgns?)"
+    else:
+        extras = _extras(etc_dir, held, etc)
+        if extras is None:
+            why = f"an entry of {etc_dir} has no regular file in {etc} to be mounted on"
+        else:
+            flags = netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV
+            try:
+                netns.mount("overlay", etc, "overlay", flags, f"lowerdir={top}:{etc}")
+            except OSError as e:
+                why = f"overlayfs refused {ns}'s /etc view ({e.strerror})"
+            else:
+                for name in extras:
+                    netns.mount(join(etc_dir, name), join(etc, name), None, netns.MS_BIND)
+                then = f", then {', '.join(extras)} of {etc_dir} bound over it" if extras else ""
+                return "view", f"/etc view: overlay of {top} on {etc}{then}"
+    if not isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
+        return "", why
+    how = bind_etc(etc_dir, etc)
+    return how, f"{why}: {etc_dir}/* shown at {etc} file by file ({how})"
+
+
+def enter(ns: str) -> tuple[str, str]:
+    """Move the calling process into NS's network namespace and a private view of the files;
+    returns :func:`show_etc`'s (how, why).
 
     The process must be single-threaded and root. Irreversible: call only before exec."""
     fd = posix.open(netns.path_of(ns), posix.O_RDONLY | posix.O_CLOEXEC)
@@ -184,15 +283,14 @@ def enter(ns: str) -> None:
     netns.unshare(netns.CLONE_NEWNS)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_SLAVE)
     hide_backdoors()
-    etc_dir = str(netns.etc_dir_of(ns))
-    if isdir(etc_dir):  # a namespace wgns did not bring up may have none (ip netns too)
-        bind_etc(etc_dir)
+    shown = show_etc(ns)
     remount_sys()
+    return shown
 
 
 def call_in_view(ns: str, fn: Callable[[], str]) -> str:
     """FN's result, computed in a child process that has entered NS as `wgns exec` would
-    (:func:`enter`): NS's network, its /etc/netns files, no host name-service back doors.
+    (:func:`enter`): NS's network, its /etc view, no host name-service back doors.
 
     For what wgns itself runs in a named namespace, the PreUp/PostUp hooks and endpoint lookups:
     a setns(2) of the network alone would leave them the host's resolv.conf and nscd. A WgnsError

@@ -18,22 +18,16 @@ from wgns.errors import ConfigError, WgnsError
 from wgns.features import etcview
 from wgns.profile import load as profile_load
 from wgns.profile.values import Invalid, parse_unit_name, show
-from wgns.system import fsutil, netns, tools
+from wgns.system import execview, fsutil, netns, tools
 
 UNIT_DIR = "/etc/systemd/system"
 DROPIN_NAME = "wgns-confine.conf"
 SYSTEMD_RUNNING = "/run/systemd/system"  # sd_booted(3)
-# How a unit would reach a resolver over the host's network, whatever its network namespace:
-# unix sockets in the file system (a network namespace does not separate those) of nscd, of
-# systemd-resolved (nss-resolve's varlink socket, its stub files), of avahi (nss-mdns), and the
-# D-Bus system bus (resolved's D-Bus API). /var/run is /run on every systemd system and
-# systemd resolves symlinks in these paths, so the /var/run twins are the same paths.
-HIDDEN_PATHS = (
-    "/run/nscd",
-    "/run/systemd/resolve",
-    "/run/avahi-daemon",
-    "/run/dbus/system_bus_socket",
-)
+# How a unit would reach a resolver over the host's network (nscd, systemd-resolved, avahi, the
+# D-Bus system bus): wgns.system.execview's list, which `wgns exec` hides too. /var/run is /run
+# on every systemd system and systemd resolves symlinks in these paths, so the /var/run twins
+# are the same paths.
+HIDDEN_PATHS = execview.HIDDEN_PATHS
 _ACTIVE = ("active", "activating", "reloading", "deactivating", "refreshing")
 
 
