@@ -33,6 +33,18 @@ KIND_MODULES: dict[str, str] = {
     ),
     **dict.fromkeys(("down_hook", "link_reconfig", "wg_sync", "nft_replace"), "wgns.lifecycle.ops"),
     **dict.fromkeys(("etc_view", "etc_view_update"), "wgns.features.etcview"),
+    **dict.fromkeys(
+        (
+            "physical_link",
+            "physical_phy",
+            "physical_tunnel_move",
+            "physical_tunnel_config",
+            "physical_resolv_conf",
+        ),
+        "wgns.features.physical_ops",
+    ),
+    "physical_daemon": "wgns.features.physical_daemons",
+    "physical_deadman": "wgns.lifecycle.physical_deadman",
 }
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more
