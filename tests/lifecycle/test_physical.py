@@ -121,3 +121,103 @@ def test_up_moves_eth0_dhcp_inside_tunnel_outside_and_down_restores(
     wgns("physical", "down")
     assert sandbox.read_text("/etc/resolv.conf") == resolv_before
     assert_same(before, sandbox.settled_snapshot())
+
+
+def _steps(sandbox: Sandbox, wgns: Any, profile: str, *extra: str) -> list[str]:
+    plan = wgns("physical", "up", profile, "--dry-run", *extra).stdout.splitlines()
+    assert plan and PHYS not in sandbox.netns_names()  # a dry run changes nothing
+    return plan
+
+
+def test_dry_run_prints_the_plan_in_order_and_changes_nothing(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    profile = write_profile(sandbox, host)
+    before = sandbox.settled_snapshot()
+    plan = _steps(sandbox, wgns, profile)
+    assert_same(before, sandbox.snapshot())
+    text = "\n".join(plan)
+    assert "PrivateKey" not in text and "keys not shown" in text
+
+    def at(needle: str) -> int:
+        return next(i for i, line in enumerate(plan) if needle in line)
+
+    # the main namespace is sealed (kill switch) before anything moves; the tunnel comes into
+    # it once created in physical; the dead-man switch is armed last
+    assert at("ip netns add physical") < at("nft -f -") < at(f"ip link set {ETH} netns physical")
+    assert at(f"netns {PHYS} (state") < at("dhcpcd") < at("netns <main>") < at("dead-man")
+    assert at("dead-man") == len(plan) - 1
+
+
+def test_sigkill_at_every_step_then_down_or_recover_restores_everything(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    profile = write_profile(sandbox, host)
+    resolv_before = sandbox.read_text("/etc/resolv.conf")
+    before = sandbox.settled_snapshot()
+    steps = len(_steps(sandbox, wgns, profile, "--deadman", "0"))
+    assert steps >= 10
+    n = 0
+    for step in range(steps):
+        for when in ("", "+"):
+            env = {"WGNS_FAULT_KILL_AT": f"{step}{when}"}
+            proc = wgns("physical", "up", profile, "--deadman", "0", check=False, env=env)
+            assert proc.returncode == -9, (step, when, proc.stderr)
+            # half the time `physical down`, half the time `recover` (from a console)
+            how = ("physical", "down") if n % 2 == 0 else ("recover",)
+            n += 1
+            back = wgns(*how, check=False)
+            assert back.returncode == 0, (step, when, how, back.stderr)
+            assert sandbox.read_text("/etc/resolv.conf") == resolv_before, (step, when)
+            after = sandbox.settled_snapshot()
+            diffs = snapshot_diff(before, after)
+            assert not diffs, (step, when, how, diffs[:10])
+    # and after all that, physical mode still works
+    wgns("physical", "up", profile, "--deadman", "0")
+    assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
+    wgns("recover")
+    assert_same(before, sandbox.settled_snapshot())
+
+
+def test_refusals_change_nothing(sandbox: Sandbox, host: Provider, wgns: Any) -> None:
+    profile = write_profile(sandbox, host)
+    before = sandbox.settled_snapshot()
+    for args, words in (
+        (("--iface", "nosuch0"), "no interface nosuch0"),
+        (("--iface", "lo"), "loopback"),
+    ):
+        proc = wgns("physical", "up", profile, *args, check=False)
+        assert proc.returncode == 1 and words in proc.stderr, proc.stderr
+    sandbox.run(["ip", "link", "add", "br0", "type", "bridge"])
+    proc = wgns("physical", "up", profile, "--iface", "br0", check=False)
+    assert "cannot move to another namespace" in proc.stderr
+    sandbox.run(["ip", "link", "del", "br0"])
+    # an endpoint that does not resolve: refused before anything moves
+    bad = f"{SANDBOX_TMP}/bad.conf"
+    sandbox.write_file(
+        bad, host.client_conf(ipv6=False, endpoint="nosuch.invalid:51820"), mode=0o600
+    )
+    proc = wgns("physical", "up", bad, check=False)
+    assert proc.returncode == 1 and "cannot resolve endpoint" in proc.stderr, proc.stderr
+    assert_same(before, sandbox.settled_snapshot())
+    assert wgns("physical", "status").stdout.strip() == "physical mode is off"
+    assert "nothing to recover" in wgns("recover").stdout
+
+
+def test_exec_if_up_runs_here_when_physical_mode_is_off(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    seen = wgns(
+        "physical",
+        "exec",
+        "--if-up",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        f"http://{host.web_v4}/",
+    )
+    assert seen.stdout.strip() == "198.18.0.2"  # the host's own address: run right here
+    proc = wgns("physical", "exec", "--", "true", check=False)
+    assert proc.returncode == 1 and "no namespace physical" in proc.stderr

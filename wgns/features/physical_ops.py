@@ -49,14 +49,19 @@ class MovePhysicalLink(Op):
                 raise WgnsError(
                     f"cannot move {self.ifname} into {self.ns}: {links.reason(e)}"
                 ) from None
+        self.result["moved"] = True
 
     def undo(self, ctx: Context) -> None:
+        # Moved (or killed between the kernel's move and the checkpoint): it is in NS. Still
+        # here and never moved: nothing to give back.
         if netns.exists(self.ns) and links.link_exists(self.ifname, ns=self.ns):
             ip_batch([f"link set dev {self.ifname} netns {_home()}"], ns=self.ns)
+            self.result["moved"] = True
+            ctx.checkpoint()
         if not links.link_exists(self.ifname, ns=None):
             raise WgnsError(f"{self.ifname} is neither in {self.ns} nor here: where did it go?")
         snap = self.result.get("snapshot")
-        if snap and not self.result.get("restored"):
+        if snap and self.result.get("moved") and not self.result.get("restored"):
             physical_links.restore(self.ifname, snap)
             self.result["restored"] = True
             ctx.checkpoint()

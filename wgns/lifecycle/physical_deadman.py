@@ -54,9 +54,8 @@ class Watcher(Supervised):
         return [sys.executable, "-m", "wgns.lifecycle.physical_deadman", *args]
 
     def env(self) -> dict[str, str]:
-        import wgns
-
-        root = os.path.dirname(os.path.dirname(os.path.abspath(wgns.__file__)))
+        # the checkout or site-packages this wgns comes from: the watcher runs the same code
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         path = os.environ.get("PYTHONPATH", "")
         return {**os.environ, "PYTHONPATH": root + (":" + path if path else "")}
 
@@ -107,10 +106,10 @@ def watch(ns: str, timeout: float, ifnames: list[str]) -> int:
             print(f"wgns: {ns}: handshake: dead-man switch disarmed", file=sys.stderr)
             return 0
         time.sleep(POLL)
-    from wgns.lifecycle import physical
+    from wgns.lifecycle import down
 
     print(f"wgns: {ns}: no handshake in {timeout:g}s: giving the network back", file=sys.stderr)
-    errors = physical.down(ns)
+    errors = down.down(ns).errors
     for e in errors:
         print(f"wgns: {ns}: {e}", file=sys.stderr)
     return 1 if errors else 0
