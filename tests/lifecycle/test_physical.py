@@ -221,3 +221,50 @@ def test_exec_if_up_runs_here_when_physical_mode_is_off(
     assert seen.stdout.strip() == "198.18.0.2"  # the host's own address: run right here
     proc = wgns("physical", "exec", "--", "true", check=False)
     assert proc.returncode == 1 and "no namespace physical" in proc.stderr
+
+
+def _dhcpcd_pids(sandbox: Sandbox) -> dict[int, str]:
+    """The dhcpcd processes of the sandbox's main namespace (pid -> command line)."""
+    main = sandbox.run(["stat", "-L", "-c", "%i", "/proc/self/ns/net"]).stdout.strip()
+    out = sandbox.run(
+        [
+            "sh",
+            "-c",
+            "for p in $(pgrep -x dhcpcd); do "
+            "echo $p $(stat -L -c %i /proc/$p/ns/net) $(tr '\\0' ' ' </proc/$p/cmdline); done",
+        ],
+        check=False,
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        if len(line.split()) < 3:
+            continue  # exited meanwhile
+        pid, ino, *argv = line.split()
+        # the manager, whose title dhcpcd rewrites (its helpers' say [...proxy] or [BPF ...])
+        if (
+            ino == main
+            and "[ip4]" in argv
+            and not any(w.startswith("[B") or "proxy" in w for w in argv)
+        ):
+            found[int(pid)] = " ".join(argv)
+    return found
+
+
+def test_a_dhcp_client_running_here_is_stopped_and_started_again_after_down(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    sandbox.run(["ip", "-4", "addr", "flush", "dev", ETH])
+    sandbox.run(["sh", "-c", f"dhcpcd --ipv4only --waitip=4 {ETH} >/dev/null 2>&1"], timeout=30)
+    (lease,) = v4(sandbox, ETH, None)
+    assert list(_dhcpcd_pids(sandbox).values()) == [f"dhcpcd: {ETH} [ip4]"]
+    profile = write_profile(sandbox, host)
+
+    wgns("physical", "up", profile, "--deadman", "0")
+    assert _dhcpcd_pids(sandbox) == {}  # stopped here; wgns's own runs inside physical
+    assert v4(sandbox, ETH, PHYS) == [lease]  # the DHCP server gave the same address again
+    assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
+
+    wgns("physical", "down")
+    assert list(_dhcpcd_pids(sandbox).values()) == [f"dhcpcd: {ETH} [ip4]"]
+    assert v4(sandbox, ETH, None) == [lease]
+    assert curl(sandbox, f"http://{host.web_v4}/") == lease

@@ -9,6 +9,7 @@ daemon can be lost; undoing it stops the daemon (which deconfigures its interfac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -100,6 +101,24 @@ def has_ipv4(ifname: str, ns: str) -> bool:
 DAEMONS = {"dhcpcd": Dhcpcd}
 
 
+def kill_session(sid: int) -> None:
+    """SIGKILL what is left of the session SID, which a daemon started by wgns leads (its
+    start_new_session): dhcpcd's privilege-separated helpers outlive a manager that was
+    killed (by the OOM killer, by hand), holding the physical namespace alive."""
+    import signal
+
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _read(f"/proc/{entry.name}/stat")
+        if ")" not in stat:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == sid:  # the session id
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
 @dataclass(kw_only=True)
 class StartNetDaemon(Op):
     """A network daemon (DAEMON: a key of DAEMONS) on IFNAMES inside NS, supervised by wgns."""
@@ -150,6 +169,7 @@ class StartNetDaemon(Op):
         pid = int(self.result.get("pid", 0))
         if pid:
             stop_process(pid, self.result.get("starttime"), grace=5.0)
+            kill_session(pid)
         remove_log(log_path(self.ns, self.daemon))
 
     def alive(self) -> bool:
@@ -159,3 +179,149 @@ class StartNetDaemon(Op):
 
     def last_words(self) -> str:
         return last_line(log_path(self.ns, self.daemon))
+
+
+# ---------------------------------------------------------------- daemons already running
+
+DHCP_CLIENTS = ("dhcpcd", "dhclient")
+WIRELESS = ("wpa_supplicant", "iwd")
+SYSTEMD_RUNNING = "/run/systemd/system"  # sd_booted(3)
+
+
+@dataclass(frozen=True)
+class HostDaemon:
+    """A network daemon running in the main namespace: by a systemd unit (UNIT) or not."""
+
+    name: str
+    pid: int
+    starttime: int | None
+    argv: tuple[str, ...]
+    unit: str | None = None
+
+    def stop_op(self, ns: str) -> Op:
+        if self.unit is not None:
+            from wgns.features.physical_units import ConfineUnit
+
+            return ConfineUnit(unit=self.unit, ns=ns)
+        return StopHostDaemon(
+            name=self.name, pid=self.pid, starttime=self.starttime, argv=list(self.argv)
+        )
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def unit_of(pid: int) -> str | None:
+    """The systemd service PID belongs to (its cgroup), when systemd runs."""
+    if not os.path.isdir(SYSTEMD_RUNNING):
+        return None
+    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+        path = line.rpartition(":")[2]
+        for part in reversed(path.split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
+def command_line(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The command that starts a daemon like the one whose /proc cmdline is ARGV again.
+
+    dhcpcd (privilege separation) rewrites its manager's title to "dhcpcd: eth0 [ip4]" or
+    "dhcpcd: [manager] [ip4] [ip6]": its interfaces and address families are read back from
+    that; the other options are its configuration file's (/etc/dhcpcd.conf)."""
+    if len(argv) != 1 or not argv[0].startswith("dhcpcd:"):
+        return argv
+    words = argv[0].split()[1:]
+    families = {w for w in words if w in ("[ip4]", "[ip6]")}
+    ifnames = [w for w in words if not w.startswith("[")]
+    out = ["dhcpcd"]
+    if families == {"[ip4]"}:
+        out.append("--ipv4only")
+    elif families == {"[ip6]"}:
+        out.append("--ipv6only")
+    return (*out, *ifnames)
+
+
+def running(names: tuple[str, ...]) -> list[HostDaemon]:
+    """The processes named NAMES in this network namespace (the first of a family: not the
+    helpers a daemon forks, whose parent has the same name)."""
+    here = os.stat("/proc/self/ns/net").st_ino
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        comm = _read(f"/proc/{pid}/comm").strip()
+        if comm not in names:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != here:
+                continue
+        except OSError:
+            continue
+        stat = _read(f"/proc/{pid}/stat")
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1]) if ")" in stat else 0
+        if _read(f"/proc/{ppid}/comm").strip() == comm:
+            continue
+        argv = command_line(tuple(a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a))
+        found.append(HostDaemon(comm, pid, proc_starttime(pid), argv, unit_of(pid)))
+    return sorted(found, key=lambda d: d.pid)
+
+
+def host_daemons(moving_phys: bool) -> list[HostDaemon]:
+    """The network daemons of the main namespace that physical `up` relocates: its DHCP
+    clients, and (when a wireless phy moves) wpa_supplicant/iwd. A wireless daemon not run
+    by systemd is refused: wgns supervises only the DHCP client itself."""
+    daemons = running(DHCP_CLIENTS + (WIRELESS if moving_phys else ()))
+    loose = [d for d in daemons if d.name in WIRELESS and d.unit is None]
+    if loose:
+        raise WgnsError(
+            f"{loose[0].name} (pid {loose[0].pid}) runs outside systemd: physical mode moves "
+            "wireless daemons only as systemd units; nothing was changed",
+            hint="run it as a unit (e.g. wpa_supplicant@IF.service), or stop it and list the "
+            "interfaces with --iface",
+        )
+    return daemons
+
+
+@dataclass(kw_only=True)
+class StopHostDaemon(Op):
+    """A network daemon of the main namespace not run by systemd: stopped before its links
+    move, started again (the same command line, in the main namespace) when they are back."""
+
+    kind = "physical_host_daemon"
+    name: str
+    pid: int
+    starttime: int | None
+    argv: list[str]
+
+    def describe(self) -> str:
+        return (
+            f"stop {self.name} (pid {self.pid}); started again as `{' '.join(self.argv)}` at down"
+        )
+
+    def apply(self, ctx: Context) -> None:
+        stop_process(self.pid, self.starttime, grace=5.0)
+
+    def undo(self, ctx: Context) -> None:
+        from wgns.system.processes import process_alive
+
+        if process_alive(self.pid, self.starttime) or self.result.get("restarted"):
+            return  # never stopped (killed before), or already started again
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise WgnsError(f"cannot start {self.name} again: {e.strerror}") from None
+        self.result["restarted"] = proc.pid
+        ctx.checkpoint()

@@ -295,8 +295,9 @@ def restore_lines(ifname: str, snap: dict[str, Any]) -> list[str]:
         line += "".join(f" {f}" for f in a.get("flags", []) if f in _ADDR_FLAGS)
         lines.append(line)
     if snap.get("up"):
-        for r in snap.get("routes", []):
-            lines.append(_route_line(ifname, r))
+        # the routes to the link's own subnets first: a gateway must be reachable
+        routes = sorted(snap.get("routes", []), key=lambda r: bool(r.get("gateway")))
+        lines.extend(_route_line(ifname, r) for r in routes)
     return lines
 
 

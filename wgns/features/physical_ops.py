@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wgns.engine.ops.base import Context, Op
@@ -34,12 +34,15 @@ class MovePhysicalLink(Op):
     kind = "physical_link"
     ifname: str
     ns: str
+    # taken by the planner before the first op (before a daemon deconfigures the link)
+    snapshot: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"ip link set {self.ifname} netns {self.ns} (state kept to give back)"
 
     def prepare(self, ctx: Context) -> None:
-        self.result["snapshot"] = physical_links.snapshot(self.ifname)
+        if not self.snapshot:
+            self.snapshot = physical_links.snapshot(self.ifname)
 
     def apply(self, ctx: Context) -> None:
         with links.connect(None) as nl:
@@ -60,7 +63,7 @@ class MovePhysicalLink(Op):
             ctx.checkpoint()
         if not links.link_exists(self.ifname, ns=None):
             raise WgnsError(f"{self.ifname} is neither in {self.ns} nor here: where did it go?")
-        snap = self.result.get("snapshot")
+        snap = self.snapshot
         if snap and self.result.get("moved") and not self.result.get("restored"):
             physical_links.restore(self.ifname, snap)
             self.result["restored"] = True
@@ -76,12 +79,14 @@ class MovePhy(Op):
     phy: str
     ns: str
     netdevs: list[str]
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"iw phy {self.phy} set netns name {self.ns} ({', '.join(self.netdevs)})"
 
     def prepare(self, ctx: Context) -> None:
-        self.result["snapshots"] = {d: physical_links.snapshot(d) for d in self.netdevs}
+        if not self.snapshots:
+            self.snapshots = {d: physical_links.snapshot(d) for d in self.netdevs}
 
     def apply(self, ctx: Context) -> None:
         run(["iw", "phy", self.phy, "set", "netns", "name", self.ns])
@@ -91,7 +96,7 @@ class MovePhy(Op):
             # not here: it is in NS (sysfs shows this namespace's phys)
             run(["iw", "phy", self.phy, "set", "netns", _home()], ns=self.ns, check=False)
         errors = []
-        for dev, snap in dict(self.result.get("snapshots", {})).items():
+        for dev, snap in self.snapshots.items():
             if links.link_exists(dev, ns=None):
                 try:
                     physical_links.restore(dev, snap)

@@ -38,7 +38,7 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.errors import WgnsError
-from wgns.features import killswitch, physical_links
+from wgns.features import killswitch, physical_daemons, physical_links
 from wgns.features.dns import dns_files
 from wgns.features.physical_daemons import StartNetDaemon
 from wgns.features.physical_ops import (
@@ -70,6 +70,8 @@ class PhysicalFacts:
     mtus: dict[str, int]
     main_resolv_conf: str
     netns_files: dict[str, str]
+    snapshots: dict[str, dict[str, Any]]  # ifname -> its state before anything changes
+    host_daemons: tuple[physical_daemons.HostDaemon, ...] = ()
 
 
 def _read(path: str) -> str:
@@ -123,6 +125,8 @@ def gather(profile: Profile, ifaces: tuple[str, ...]) -> PhysicalFacts:
         "nsswitch.conf": files["nsswitch.conf"],
     }
     return PhysicalFacts(
+        snapshots={i: physical_links.snapshot(i) for i in chosen.ifnames},
+        host_daemons=tuple(physical_daemons.host_daemons(bool(chosen.phys))),
         chosen=chosen,
         backend=backend,
         resolved={i.name: i for i in resolved},
@@ -148,14 +152,22 @@ def plan(profile: Profile, facts: PhysicalFacts, *, deadman: float) -> list[Op]:
         )
     if profile.dns:
         ops.append(ReplaceResolvConf(content=facts.main_resolv_conf))
-    ops.extend(MovePhysicalLink(ifname=i, ns=ns) for i in facts.chosen.links)
-    ops.extend(MovePhy(phy=p, ns=ns, netdevs=list(d)) for p, d in facts.chosen.phys.items())
+    # the daemons that manage these links in the main namespace stop before they move (and
+    # start again once they are back, with their state)
+    ops.extend(d.stop_op(ns) for d in facts.host_daemons)
+    snaps = facts.snapshots
+    ops.extend(MovePhysicalLink(ifname=i, ns=ns, snapshot=snaps[i]) for i in facts.chosen.links)
+    ops.extend(
+        MovePhy(phy=p, ns=ns, netdevs=list(d), snapshots={n: snaps[n] for n in d})
+        for p, d in facts.chosen.phys.items()
+    )
     # wireguard-go starts (~4 ms) while the DHCP client is started; the device is configured
     # while the client waits for its lease (the executor runs those beside it)
     for ifname in ifnames:
         ops.append(CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=ns, target=ns))
     dhcp = list(facts.chosen.ifnames)
-    if dhcp:
+    by_unit = any(d.unit and d.name in physical_daemons.DHCP_CLIENTS for d in facts.host_daemons)
+    if dhcp and not by_unit:  # (a DHCP client unit is restarted inside NAME instead)
         ops.append(StartNetDaemon(daemon="dhcpcd", ns=ns, ifnames=dhcp))
     for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
         ops.append(
