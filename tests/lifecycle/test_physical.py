@@ -268,3 +268,42 @@ def test_a_dhcp_client_running_here_is_stopped_and_started_again_after_down(
     assert list(_dhcpcd_pids(sandbox).values()) == [f"dhcpcd: {ETH} [ip4]"]
     assert v4(sandbox, ETH, None) == [lease]
     assert curl(sandbox, f"http://{host.web_v4}/") == lease
+
+
+def test_networkmanager_owning_eth0_is_refused_before_anything_moves(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    """NetworkManager cannot run here (no D-Bus system bus, no systemd): what it leaves on a
+    real system is made by hand, a process named NetworkManager and its device state file
+    (/run/NetworkManager/devices/IFINDEX, [device] managed=true), which is what is detected."""
+    profile = write_profile(sandbox, host)
+    index = sandbox.run(["cat", f"/sys/class/net/{ETH}/ifindex"]).stdout.strip()
+    sandbox.write_file(f"/run/NetworkManager/devices/{index}", "[device]\nmanaged=true\n")
+    sandbox.run(["cp", "/bin/sleep", f"{SANDBOX_TMP}/NetworkManager"])
+    nm = sandbox.popen([f"{SANDBOX_TMP}/NetworkManager", "600"])
+    try:
+        before = sandbox.settled_snapshot()
+        proc = wgns("physical", "up", profile, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert f"NetworkManager manages {ETH}" in proc.stderr and "nmcli" in proc.stderr
+        assert_same(before, sandbox.settled_snapshot())
+        # unmanaged (`nmcli device set eth0 managed no` writes managed=false): it goes ahead
+        sandbox.write_file(f"/run/NetworkManager/devices/{index}", "[device]\nmanaged=false\n")
+        wgns("physical", "up", profile, "--deadman", "0")
+        wgns("physical", "down")
+    finally:
+        nm.kill()
+        nm.wait()
+    # NetworkManager stopped, its state files left behind: not in the way
+    sandbox.write_file(f"/run/NetworkManager/devices/{index}", "[device]\nmanaged=true\n")
+    wgns("physical", "up", profile, "--deadman", "0")
+    wgns("physical", "down")
+
+
+def test_nothing_to_move_says_what_to_do(sandbox: Sandbox, host: Provider, wgns: Any) -> None:
+    profile = write_profile(sandbox, host)
+    sandbox.run(["ip", "route", "del", "default"])
+    sandbox.run(["ip", "-6", "route", "del", "default"])
+    proc = wgns("physical", "up", profile, check=False)
+    assert proc.returncode == 1 and "no interface to move" in proc.stderr
+    assert "--iface" in proc.stderr

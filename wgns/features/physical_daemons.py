@@ -220,7 +220,12 @@ def unit_of(pid: int) -> str | None:
     """The systemd service PID belongs to (its cgroup), when systemd runs."""
     if not os.path.isdir(SYSTEMD_RUNNING):
         return None
-    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+    return service_in(_read(f"/proc/{pid}/cgroup"))
+
+
+def service_in(cgroup: str) -> str | None:
+    """The service named by a /proc/PID/cgroup text ("0::/system.slice/dhcpcd.service")."""
+    for line in cgroup.splitlines():
         path = line.rpartition(":")[2]
         for part in reversed(path.split("/")):
             if part.endswith(".service"):

@@ -146,14 +146,18 @@ def check_phy_movable(phy: str) -> None:
 
 
 def networkmanager_running() -> bool:
-    """A NetworkManager process runs (its state files stay behind when it stops)."""
+    """A NetworkManager process runs in this network namespace (its state files stay behind
+    when it stops; one in a container's namespace manages that namespace's links)."""
+    here = os.stat("/proc/self/ns/net").st_ino
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/comm") as f:
-                if f.read().strip() == "NetworkManager":
-                    return True
+                if f.read().strip() != "NetworkManager":
+                    continue
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino == here:
+                return True
         except OSError:
             continue
     return False
