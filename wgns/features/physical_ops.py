@@ -90,11 +90,16 @@ class MovePhy(Op):
 
     def apply(self, ctx: Context) -> None:
         run(["iw", "phy", self.phy, "set", "netns", "name", self.ns])
+        self.result["moved"] = True
 
     def undo(self, ctx: Context) -> None:
-        if netns.exists(self.ns) and os.path.exists(f"/sys/class/ieee80211/{self.phy}") is False:
-            # not here: it is in NS (sysfs shows this namespace's phys)
-            run(["iw", "phy", self.phy, "set", "netns", _home()], ns=self.ns, check=False)
+        if netns.exists(self.ns):  # asked from inside NS: fails harmlessly if it is not there
+            back = run(["iw", "phy", self.phy, "set", "netns", _home()], ns=self.ns, check=False)
+            if back.returncode == 0:
+                self.result["moved"] = True
+                ctx.checkpoint()
+        if not self.result.get("moved") or self.result.get("restored"):
+            return  # never moved: nothing to give back
         errors = []
         for dev, snap in self.snapshots.items():
             if links.link_exists(dev, ns=None):
@@ -104,6 +109,8 @@ class MovePhy(Op):
                     errors.append(str(e))
         if errors:
             raise WgnsError("; ".join(errors))
+        self.result["restored"] = True
+        ctx.checkpoint()
 
 
 @dataclass(kw_only=True)
