@@ -117,6 +117,8 @@ def test_up_moves_eth0_dhcp_inside_tunnel_outside_and_down_restores(
     assert f"nameserver {provider.dns_v4}" in main_resolv and ISP_V4 not in main_resolv
     st = json.loads(wgns("physical", "status", "--json").stdout)
     assert st[0]["links"] == [ETH] and st[0]["daemons"] == {"dhcpcd": True}
+    assert "dead-man switch: off" in wgns("physical", "status").stdout
+    assert wgns("status").returncode == 0  # the general status reads the record too
 
     wgns("physical", "down")
     assert sandbox.read_text("/etc/resolv.conf") == resolv_before
