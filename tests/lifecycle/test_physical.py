@@ -110,6 +110,8 @@ def test_up_moves_eth0_dhcp_inside_tunnel_outside_and_down_restores(
         "physical", "exec", "--", "curl", "-sS", "--max-time", "5", f"http://{provider.web_v4}/"
     )
     assert seen.stdout.strip() == lease
+    as_nobody = wgns("physical", "exec", "--user", "nobody", "--", "id", "-u")
+    assert as_nobody.stdout.strip() == "65534"
     # dhcpcd's resolv.conf went to /etc/netns/physical; the main one is the tunnel's
     assert f"nameserver {ISP_V4}" in sandbox.read_text(f"/etc/netns/{PHYS}/resolv.conf")
     assert "dhcpcd" in sandbox.read_text(f"/etc/netns/{PHYS}/resolv.conf")
@@ -309,3 +311,68 @@ def test_nothing_to_move_says_what_to_do(sandbox: Sandbox, host: Provider, wgns:
     proc = wgns("physical", "up", profile, check=False)
     assert proc.returncode == 1 and "no interface to move" in proc.stderr
     assert "--iface" in proc.stderr
+
+
+def _pure_plan(tmp_path: Any, daemons: tuple[Any, ...] = ()) -> list[str]:
+    """The plan (pure, no sandbox) for an ethernet link and a wireless phy with two netdevs,
+    the main namespace running DAEMONS."""
+    from wgns.features.physical_links import Chosen
+    from wgns.lifecycle import physical
+    from wgns.profile.load import load_profile
+
+    conf = tmp_path / "p.conf"
+    conf.write_text(
+        "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n"
+        "Address = 198.19.0.2/32\nDNS = 198.19.0.1\n\n[Peer]\n"
+        "PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n"
+        "AllowedIPs = 0.0.0.0/0\nEndpoint = 198.18.1.2:51820\n"
+    )
+    conf.chmod(0o600)
+    profile = load_profile(str(conf), name=PHYS, backend=None)
+    snap: dict[str, Any] = {"up": True, "mtu": 1500, "addresses": [], "routes": []}
+    facts = physical.PhysicalFacts(
+        chosen=Chosen(("eth0",), {"phy0": ("wlan0", "wlan0mon")}),
+        backend="userspace",
+        resolved={i.name: i for i in profile.interfaces},
+        mtus={i.name: 1420 for i in profile.interfaces},
+        main_resolv_conf="nameserver 198.19.0.1\n",
+        netns_files={"resolv.conf": "", "hosts": "", "nsswitch.conf": ""},
+        snapshots={n: snap for n in ("eth0", "wlan0", "wlan0mon")},
+        host_daemons=daemons,
+    )
+    return [op.describe() for op in physical.plan(profile, facts, deadman=30)]
+
+
+def test_plan_of_a_wireless_phy_moves_it_whole_after_the_links(tmp_path: Any) -> None:
+    """No wireless device exists here: only the plan is checked; moving one is VM work."""
+    lines = _pure_plan(tmp_path)
+    phy = next(i for i, line in enumerate(lines) if line.startswith("iw phy phy0"))
+    assert "set netns name physical (wlan0, wlan0mon)" in lines[phy]
+    eth = next(i for i, line in enumerate(lines) if "ip link set eth0 netns" in line)
+    dhcp = next(i for i, line in enumerate(lines) if line.startswith("dhcpcd"))
+    assert eth < phy < dhcp
+    assert "eth0 wlan0 wlan0mon" in lines[dhcp]
+
+
+def test_plan_relocates_units_after_the_move_and_stops_others_before(tmp_path: Any) -> None:
+    """Units are stopped before their interfaces move and started inside once they are there
+    (at `down`, in reverse: stopped inside, then started here once the interfaces are back);
+    a DHCP client unit replaces wgns's own dhcpcd. (systemd is not PID 1 here: the plan only.)"""
+    from wgns.features.physical_daemons import HostDaemon
+
+    wpa = HostDaemon("wpa_supplicant", 10, 1, ("wpa_supplicant",), "wpa_supplicant@wlan0.service")
+    dhcp = HostDaemon("dhcpcd", 11, 1, ("dhcpcd", "-b"), "dhcpcd.service")
+    lines = _pure_plan(tmp_path, (wpa, dhcp))
+
+    def at(needle: str) -> int:
+        return next(i for i, line in enumerate(lines) if needle in line)
+
+    move = at("ip link set eth0 netns")
+    assert at("systemctl stop wpa_supplicant@wlan0.service") < move
+    assert at("systemctl stop dhcpcd.service") < move
+    assert at("iw phy phy0") < at("systemctl start wpa_supplicant@wlan0.service (inside physical)")
+    assert at("systemctl start dhcpcd.service (inside physical)") < at("netns <main>")
+    assert not any(line.startswith("dhcpcd --nobackground") for line in lines)
+    loose = HostDaemon("dhclient", 12, 1, ("dhclient", "eth0"))
+    lines = _pure_plan(tmp_path, (loose,))
+    assert at("stop dhclient (pid 12)") < at("ip link set eth0 netns") < at("dhcpcd --nobackground")

@@ -198,14 +198,23 @@ class HostDaemon:
     argv: tuple[str, ...]
     unit: str | None = None
 
-    def stop_op(self, ns: str) -> Op:
+    def stop_op(self) -> Op:
+        """Stops it before its interfaces move (started again, here, once they are back)."""
         if self.unit is not None:
-            from wgns.features.physical_units import ConfineUnit
+            from wgns.features.physical_units import StopUnit
 
-            return ConfineUnit(unit=self.unit, ns=ns)
+            return StopUnit(unit=self.unit)
         return StopHostDaemon(
             name=self.name, pid=self.pid, starttime=self.starttime, argv=list(self.argv)
         )
+
+    def confine_op(self, ns: str) -> Op | None:
+        """A unit started inside NS once the interfaces are there (others: wgns's own dhcpcd)."""
+        if self.unit is None:
+            return None
+        from wgns.features.physical_units import ConfineUnit
+
+        return ConfineUnit(unit=self.unit, ns=ns)
 
 
 def _read(path: str) -> str:

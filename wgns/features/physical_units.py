@@ -4,8 +4,9 @@ iwd.service...) follow the interfaces into the physical namespace: the same mech
 *writable* over /etc/resolv.conf, since a DHCP client writes it.
 
 The drop-in lives under /run/systemd/system (gone at reboot, as physical mode is: after a
-reboot the interfaces are in the main namespace again). Undone by removing it and restarting
-the unit, back in the main namespace.
+reboot the interfaces are in the main namespace again). The unit is stopped before its
+interfaces move and started inside once they are there; at `down`, stopped there, freed of
+the drop-in, and started again in the main namespace once its interfaces are back.
 """
 
 from __future__ import annotations
@@ -50,15 +51,36 @@ def _systemctl(*args: str) -> None:
 
 
 @dataclass(kw_only=True)
+class StopUnit(Op):
+    """UNIT stopped before its interfaces leave the main namespace; started again on undo,
+    once they are back (the undo runs after the links' own)."""
+
+    kind = "physical_unit_stop"
+    unit: str
+
+    def describe(self) -> str:
+        return f"systemctl stop {self.unit} (started again at down)"
+
+    def apply(self, ctx: Context) -> None:
+        _systemctl("stop", self.unit)
+        self.result["stopped"] = True
+
+    def undo(self, ctx: Context) -> None:
+        if self.result.get("stopped", True):
+            _systemctl("start", self.unit)
+
+
+@dataclass(kw_only=True)
 class ConfineUnit(Op):
-    """UNIT restarted inside NS (a runtime drop-in); restarted in the main namespace on undo."""
+    """UNIT started inside NS (a runtime drop-in) once its interfaces are there; stopped and
+    freed of the drop-in on undo, before they move back."""
 
     kind = "physical_unit"
     unit: str
     ns: str
 
     def describe(self) -> str:
-        return f"write {dropin_path(self.unit)}; systemctl restart {self.unit} (inside {self.ns})"
+        return f"write {dropin_path(self.unit)}; systemctl start {self.unit} (inside {self.ns})"
 
     def prepare(self, ctx: Context) -> None:
         if os.path.exists(dropin_path(self.unit)):
@@ -73,15 +95,15 @@ class ConfineUnit(Op):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fsutil.write_atomically(path, dropin_text(self.unit, self.ns))
         _systemctl("daemon-reload")
-        _systemctl("restart", self.unit)
+        _systemctl("start", self.unit)
 
     def undo(self, ctx: Context) -> None:
         path = dropin_path(self.unit)
         if not os.path.exists(path):
             return  # never written
+        _systemctl("stop", self.unit)
         os.unlink(path)
         if self.result.get("dir_created", False):
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(path))
         _systemctl("daemon-reload")
-        _systemctl("restart", self.unit)

@@ -13,7 +13,9 @@ Order of `up` (each step journaled before it is applied):
    the DHCP client writes its own there), lo up inside;
 2. the kill switch in the main namespace (only lo and the tunnel), and the main namespace's
    /etc/resolv.conf replaced by the tunnel's DNS;
-3. each interface moved into NAME (ethernet by rtnetlink, wireless by phy), its state kept;
+3. the network daemons of the main namespace stopped; each interface moved into NAME
+   (ethernet by rtnetlink, wireless by phy), its state kept; the daemons' systemd units
+   started inside NAME;
 4. the WireGuard device created in NAME, the DHCP client started inside NAME (supervised), the
    device configured while the client waits for its lease;
 5. (lease obtained) the device moved into the main namespace, its addresses, MTU and routes;
@@ -154,13 +156,14 @@ def plan(profile: Profile, facts: PhysicalFacts, *, deadman: float) -> list[Op]:
         ops.append(ReplaceResolvConf(content=facts.main_resolv_conf))
     # the daemons that manage these links in the main namespace stop before they move (and
     # start again once they are back, with their state)
-    ops.extend(d.stop_op(ns) for d in facts.host_daemons)
+    ops.extend(d.stop_op() for d in facts.host_daemons)
     snaps = facts.snapshots
     ops.extend(MovePhysicalLink(ifname=i, ns=ns, snapshot=snaps[i]) for i in facts.chosen.links)
     ops.extend(
         MovePhy(phy=p, ns=ns, netdevs=list(d), snapshots={n: snaps[n] for n in d})
         for p, d in facts.chosen.phys.items()
     )
+    ops.extend(op for d in facts.host_daemons if (op := d.confine_op(ns)) is not None)
     # wireguard-go starts (~4 ms) while the DHCP client is started; the device is configured
     # while the client waits for its lease (the executor runs those beside it)
     for ifname in ifnames:
@@ -289,7 +292,13 @@ def down(ns: str) -> list[str]:
 
 def recover() -> list[tuple[str, list[str]]]:
     """`wgns recover`: every physical namespace's record undone; (name, errors) of each."""
-    return [(ns, down(ns)) for ns in physical_records()]
+    done = []
+    for ns in physical_records():
+        try:
+            done.append((ns, down(ns)))
+        except WgnsError as e:  # a damaged record, say: the others are still given back
+            done.append((ns, [e.message + (f" ({e.hint})" if e.hint else "")]))
+    return done
 
 
 def status_data(rec: state.Record) -> dict[str, Any]:

@@ -46,6 +46,7 @@ KIND_MODULES: dict[str, str] = {
     "physical_daemon": "wgns.features.physical_daemons",
     "physical_host_daemon": "wgns.features.physical_daemons",
     "physical_unit": "wgns.features.physical_units",
+    "physical_unit_stop": "wgns.features.physical_units",
     "physical_deadman": "wgns.lifecycle.physical_deadman",
 }
 
