@@ -376,3 +376,25 @@ def test_plan_relocates_units_after_the_move_and_stops_others_before(tmp_path: A
     loose = HostDaemon("dhclient", 12, 1, ("dhclient", "eth0"))
     lines = _pure_plan(tmp_path, (loose,))
     assert at("stop dhclient (pid 12)") < at("ip link set eth0 netns") < at("dhcpcd --nobackground")
+
+
+def test_a_confined_namespace_born_in_physical_and_recover_takes_both_down(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    """Physical mode and an ordinary wgns namespace together: its tunnel is born in
+    `physical` (birthplace), where the interfaces are; `physical down` refuses while it is
+    up, `recover` takes it down first."""
+    profile = write_profile(sandbox, host)
+    before = sandbox.settled_snapshot()
+    wgns("physical", "up", profile, "--deadman", "0")
+    sandbox.write_file(f"{SANDBOX_TMP}/vpn-wg.conf", host.client_conf(ipv6=False), mode=0o600)
+    toml = 'name = "vpn"\nbirthplace = "physical"\n[[interface]]\nconfig = "vpn-wg.conf"\n'
+    sandbox.write_file(f"{SANDBOX_TMP}/vpn.toml", toml, mode=0o600)
+    wgns("up", f"{SANDBOX_TMP}/vpn.toml")
+    assert curl(sandbox, f"http://{host.web_v4}/", "vpn") == "198.18.1.2"
+    assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
+    refused = wgns("physical", "down", check=False)
+    assert refused.returncode == 1 and "wgns down vpn" in refused.stderr
+    out = wgns("recover").stdout
+    assert "vpn: given back" in out and "physical: given back" in out
+    assert_same(before, sandbox.settled_snapshot())

@@ -115,6 +115,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     from wgns.lifecycle import physical
 
     errors = physical.down(args.name)
+    if errors is None:
+        print(f"wgns: {args.name}: physical mode is not up: nothing to give back")
+        return 0
     if errors:
         for e in errors:
             print(f"wgns: {args.name}: {e}", file=sys.stderr)

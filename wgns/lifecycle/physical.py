@@ -281,21 +281,31 @@ def require_physical(ns: str) -> state.Record | None:
     return rec
 
 
-def down(ns: str) -> list[str]:
-    """Everything physical `up` did, undone (wgns.lifecycle.down); the errors."""
+def down(ns: str) -> list[str] | None:
+    """Everything physical `up` did, undone (wgns.lifecycle.down); the errors (None: NS was
+    not up)."""
     from wgns.lifecycle import down as downing
 
     require_physical(ns)
     result = downing.down(ns)
-    return result.errors
+    return result.errors if result.managed else None
 
 
 def recover() -> list[tuple[str, list[str]]]:
-    """`wgns recover`: every physical namespace's record undone; (name, errors) of each."""
+    """`wgns recover`: every physical namespace's record undone, the namespaces born in it
+    first (`wgns up` of a profile whose birthplace is `physical`); (name, errors) of each."""
+    from wgns.lifecycle import down as downing
+
     done = []
     for ns in physical_records():
+        for other in downing.born_in(ns):  # their tunnels leave through NS: they go first
+            try:
+                errors = downing.down(other).errors
+            except WgnsError as e:
+                errors = [e.message]
+            done.append((other, errors))
         try:
-            done.append((ns, down(ns)))
+            done.append((ns, down(ns) or []))
         except WgnsError as e:  # a damaged record, say: the others are still given back
             done.append((ns, [e.message + (f" ({e.hint})" if e.hint else "")]))
     return done
