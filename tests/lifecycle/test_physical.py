@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -272,6 +273,29 @@ def test_a_dhcp_client_running_here_is_stopped_and_started_again_after_down(
     assert list(_dhcpcd_pids(sandbox).values()) == [f"dhcpcd: {ETH} [ip4]"]
     assert v4(sandbox, ETH, None) == [lease]
     assert curl(sandbox, f"http://{host.web_v4}/") == lease
+
+    # SIGKILL right before and right after the daemon is stopped and the link moves: `down`
+    # (or `recover`) starts it again, once the link is back
+    plan = _steps(sandbox, wgns, profile, "--deadman", "0")
+    stop = next(i for i, line in enumerate(plan) if line.startswith("stop dhcpcd"))
+    for n, fault in enumerate((f"{stop}", f"{stop}+", f"{stop + 1}+")):
+        proc = wgns(
+            "physical",
+            "up",
+            profile,
+            "--deadman",
+            "0",
+            check=False,
+            env={"WGNS_FAULT_KILL_AT": fault},
+        )
+        assert proc.returncode == -9, (fault, proc.stderr)
+        wgns(*(("physical", "down") if n % 2 == 0 else ("recover",)))
+        deadline = time.monotonic() + 15
+        while not v4(sandbox, ETH, None) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(_dhcpcd_pids(sandbox).values()) == [f"dhcpcd: {ETH} [ip4]"], fault
+        assert v4(sandbox, ETH, None) == [lease], fault
+        assert curl(sandbox, f"http://{host.web_v4}/") == lease
 
 
 def test_networkmanager_owning_eth0_is_refused_before_anything_moves(

@@ -261,6 +261,13 @@ def command_line(argv: tuple[str, ...]) -> tuple[str, ...]:
     return (*out, *ifnames)
 
 
+def is_helper(argv: tuple[str, ...]) -> bool:
+    """A dhcpcd helper titled "dhcpcd: [launcher]", "[privileged proxy] ..." (the manager is
+    "dhcpcd: IF [ip4]" or "dhcpcd: [manager] ...")."""
+    title = argv[0]
+    return title.startswith("dhcpcd: [") and not title.startswith("dhcpcd: [manager]")
+
+
 def running(names: tuple[str, ...]) -> list[HostDaemon]:
     """The processes named NAMES in this network namespace (the first of a family: not the
     helpers a daemon forks, whose parent has the same name)."""
@@ -282,7 +289,10 @@ def running(names: tuple[str, ...]) -> list[HostDaemon]:
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1]) if ")" in stat else 0
         if _read(f"/proc/{ppid}/comm").strip() == comm:
             continue
-        argv = command_line(tuple(a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a))
+        raw = tuple(a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a)
+        if not raw or is_helper(raw):
+            continue
+        argv = command_line(raw)
         found.append(HostDaemon(comm, pid, proc_starttime(pid), argv, unit_of(pid)))
     return sorted(found, key=lambda d: d.pid)
 
