@@ -122,6 +122,9 @@ def test_up_moves_eth0_dhcp_inside_tunnel_outside_and_down_restores(
     assert st[0]["links"] == [ETH] and st[0]["daemons"] == {"dhcpcd": True}
     assert "dead-man switch: off" in wgns("physical", "status").stdout
     assert wgns("status").returncode == 0  # the general status reads the record too
+    # `wgns up` would take the tunnel in the main namespace for a broken one: refused
+    again = wgns("up", profile, "--name", PHYS, check=False)
+    assert again.returncode == 1 and "physical mode's namespace" in again.stderr
 
     wgns("physical", "down")
     assert sandbox.read_text("/etc/resolv.conf") == resolv_before
@@ -160,13 +163,14 @@ def test_sigkill_at_every_step_then_down_or_recover_restores_everything(
     profile = write_profile(sandbox, host)
     resolv_before = sandbox.read_text("/etc/resolv.conf")
     before = sandbox.settled_snapshot()
-    steps = len(_steps(sandbox, wgns, profile, "--deadman", "0"))
-    assert steps >= 10
+    # with the dead-man switch armed (the last step): `down` stops the watcher too
+    steps = len(_steps(sandbox, wgns, profile))
+    assert steps >= 11
     n = 0
     for step in range(steps):
         for when in ("", "+"):
             env = {"WGNS_FAULT_KILL_AT": f"{step}{when}"}
-            proc = wgns("physical", "up", profile, "--deadman", "0", check=False, env=env)
+            proc = wgns("physical", "up", profile, check=False, env=env)
             assert proc.returncode == -9, (step, when, proc.stderr)
             # half the time `physical down`, half the time `recover` (from a console)
             how = ("physical", "down") if n % 2 == 0 else ("recover",)

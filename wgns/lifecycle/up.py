@@ -144,12 +144,23 @@ def _refuse_leftovers(profile: Profile) -> None:
         )
 
 
+def _refuse_physical(rec: state.Record | None) -> None:
+    """REC is physical mode's (wgns.lifecycle.physical): its tunnel lives in the main namespace,
+    which `up` would take for a broken one and "repair"."""
+    if rec is not None and rec.extra.get("kind") == "physical":
+        raise WgnsError(
+            f"{rec.ns} is physical mode's namespace, not one `wgns up` manages",
+            hint=f"wgns physical status; wgns physical down --name {rec.ns}",
+        )
+
+
 def plan(profile: Profile, *, reload: bool = False) -> tuple[str, list[Op]]:
     """What `up` (RELOAD: `up --reload`) of PROFILE would do, read-only: (the outcome it would
     have, its ops). The namespace broken: the plan of a fresh `up` after clearing its remains."""
     from wgns.lifecycle import reload as reloading
 
     rec = state.load(profile.name)
+    _refuse_physical(rec)
     if rec is not None and rec.phase == "up":
         gone, problems = probe.broken(rec)
         if problems and not gone:
@@ -171,6 +182,7 @@ def up(profile: Profile, *, reload: bool = False) -> UpResult:
     _warn(profile)
     with state.locked(ns) as lock:
         rec = state.load(ns)
+        _refuse_physical(rec)
         notes: tuple[str, ...] = ()
         if rec is not None and rec.phase == "up":
             gone, problems = probe.broken(rec)
