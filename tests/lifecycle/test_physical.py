@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from wgns.testing.sandbox import SANDBOX_TMP, Sandbox, snapshot_diff
+from wgns.testing.sandbox import REPO_ROOT, SANDBOX_TMP, Sandbox, snapshot_diff
 from wgns.testing.sim import Provider
 from wgns.testing.sim.provider import HOST_UPLINK, ISP_V4
 from wgns.testing.sim.topology import ISP_HOST_IF, ISP_NS
@@ -426,3 +426,30 @@ def test_a_confined_namespace_born_in_physical_and_recover_takes_both_down(
     out = wgns("recover").stdout
     assert "vpn: given back" in out and "physical: given back" in out
     assert_same(before, sandbox.settled_snapshot())
+
+
+def test_sigterm_while_waiting_for_the_lease_rolls_everything_back(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    import signal
+    import sys
+
+    profile = write_profile(sandbox, host)
+    before = sandbox.settled_snapshot()
+    argv = [sys.executable, "-m", "wgns", "physical", "up", profile]
+    up = sandbox.popen(
+        argv, env=sandbox.python_env(), cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until dhcpcd runs inside physical, waiting
+        try:
+            if "physical_daemon" in sandbox.read_text("/run/wgns/physical.json"):
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    assert up.poll() is None, "up finished before it could be interrupted"
+    up.send_signal(signal.SIGTERM)
+    _out, err = up.communicate(timeout=30)
+    assert up.returncode != 0, err
+    assert_same(before, sandbox.settled_snapshot())  # eth0 back with its state, no record
