@@ -237,6 +237,12 @@ def up(profile: Profile, ifaces: tuple[str, ...], *, deadman: float) -> state.Re
     ns = profile.name
     if not profile.kill_switch:
         log.warning("wgns: WARNING: kill switch disabled: traffic may leave outside the tunnel")
+    if not profile.dns:
+        log.warning(
+            "wgns: %s: the profile has no DNS: /etc/resolv.conf keeps its servers, which the "
+            "main namespace may not reach any more (add DNS = to the profile)",
+            ns,
+        )
     with state.locked(ns) as lock:
         try:
             facts = gather(profile, ifaces)
@@ -257,6 +263,8 @@ def up(profile: Profile, ifaces: tuple[str, ...], *, deadman: float) -> state.Re
                 raise
             record.phase = "up"
             state.save(record)
+    # The status bar (issue 14, item 4) is published from here: status_data(record) with
+    # "kind": "physical", by wgns.features.statusfile (and withdrawn by `down`).
     return record
 
 
