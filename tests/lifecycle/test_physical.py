@@ -453,3 +453,24 @@ def test_sigterm_while_waiting_for_the_lease_rolls_everything_back(
     _out, err = up.communicate(timeout=30)
     assert up.returncode != 0, err
     assert_same(before, sandbox.settled_snapshot())  # eth0 back with its state, no record
+
+
+def test_listed_interfaces_move_and_one_lease_is_enough(
+    sandbox: Sandbox, host: Provider, wgns: Any
+) -> None:
+    """--iface names what moves; a second link with no DHCP server behind it (an unplugged
+    cable) moves too, and does not hold `up` back; both come back as they were."""
+    sandbox.run(
+        ["ip", "link", "add", "eth1", "mtu", "1400", "type", "veth", "peer", "name", "eth1-peer"]
+    )
+    sandbox.run(["ip", "addr", "add", "192.0.2.7/24", "dev", "eth1"])
+    sandbox.run(["ip", "link", "set", "eth1", "up"])
+    profile = write_profile(sandbox, host)
+    before = sandbox.settled_snapshot()
+    wgns("physical", "up", profile, "--iface", ETH, "--iface", "eth1", "--deadman", "0")
+    assert {ETH, "eth1"} <= set(links(sandbox, PHYS))
+    assert "eth1-peer" in links(sandbox)  # not listed: stays (the kill switch holds it)
+    assert v4(sandbox, "eth1", PHYS) == []
+    assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
+    wgns("physical", "down")
+    assert_same(before, sandbox.settled_snapshot())

@@ -69,7 +69,8 @@ class InView(Supervised):
 
 
 class Dhcpcd(InView):
-    """dhcpcd in the foreground on IFNAMES; ready once each of them has an IPv4 address."""
+    """dhcpcd in the foreground on IFNAMES; ready once one of them has an IPv4 address (a
+    laptop's unplugged ethernet must not hold up its wifi)."""
 
     name = "dhcpcd"
 
@@ -86,7 +87,7 @@ class Dhcpcd(InView):
         return ["dhcpcd", "--nobackground", "--ipv4only", *self.ifnames]
 
     def ready(self) -> bool:
-        return all(has_ipv4(i, self.ns) for i in self.ifnames)
+        return any(has_ipv4(i, self.ns) for i in self.ifnames)
 
 
 def has_ipv4(ifname: str, ns: str) -> bool:
