@@ -45,6 +45,8 @@ class InView(Supervised):
         argv = self.argv()
         where = ns
 
+        # preexec_fn: the executor runs no thread of its own at this op (no link move of the
+        # core MoveLink in physical mode's plan), so the forked child may enter the view
         def enter() -> None:  # in the child: single-threaded, about to exec
             execview.enter(where)
 
