@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "confine": "wgns.commands.confine",
     "systemd-generator": "wgns.commands.confine",
     "demo": "wgns.commands.demo",
+    "physical": "wgns.commands.physical",
+    "recover": "wgns.commands.physical",
 }
 
 

@@ -187,6 +187,16 @@ def _inherited(rec: state.Record) -> str | None:
         return None
 
 
+def _refuse_physical(rec: state.Record | None) -> None:
+    """REC is physical mode's (wgns.lifecycle.physical): its tunnel lives in the main namespace,
+    which `up` would take for a broken one and "repair"."""
+    if rec is not None and rec.extra.get("kind") == "physical":
+        raise WgnsError(
+            f"{rec.ns} is physical mode's namespace, not one `wgns up` manages",
+            hint=f"wgns physical status; wgns physical down --name {rec.ns}",
+        )
+
+
 def plan(
     profile: Profile, *, reload: bool = False, target: Target | None = None
 ) -> tuple[str, list[Op]]:
@@ -196,6 +206,7 @@ def plan(
     from wgns.lifecycle import reload as reloading
 
     rec = state.load(profile.name)
+    _refuse_physical(rec)
     target = _target(rec, target, profile.name)
     if rec is not None and rec.phase == "up":
         gone, problems = probe.broken(rec)
@@ -227,6 +238,7 @@ def _up(profile: Profile, *, reload: bool, target: Target | None) -> UpResult:
     _warn(profile)
     with state.locked(ns) as lock:
         rec = state.load(ns)
+        _refuse_physical(rec)
         target = _target(rec, target, ns)
         inherited = None
         notes: tuple[str, ...] = ()

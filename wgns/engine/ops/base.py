@@ -35,6 +35,21 @@ KIND_MODULES: dict[str, str] = {
     **dict.fromkeys(("etc_view", "etc_view_update"), "wgns.features.etcview"),
     **dict.fromkeys(("netns_attach", "netns_keep_routes"), "wgns.features.container"),
     "container_resolv": "wgns.features.containerdns",
+    **dict.fromkeys(
+        (
+            "physical_link",
+            "physical_phy",
+            "physical_tunnel_move",
+            "physical_tunnel_config",
+            "physical_resolv_conf",
+        ),
+        "wgns.features.physical_ops",
+    ),
+    "physical_daemon": "wgns.features.physical_daemons",
+    "physical_host_daemon": "wgns.features.physical_daemons",
+    "physical_unit": "wgns.features.physical_units",
+    "physical_unit_stop": "wgns.features.physical_units",
+    "physical_deadman": "wgns.lifecycle.physical_deadman",
 }
 
 # Kinds that journals of older versions of wgns name, and this one cannot undo any more

@@ -1,0 +1,72 @@
+"""Which interfaces physical mode moves and the state it gives back. Wireless phys cannot exist
+here (no mac80211_hwsim outside the VM): their detection is tested on a fake sysfs tree laid
+out as the kernel lays out /sys/class/ieee80211 and /sys/class/net/IF/phy80211."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wgns.features import physical_links as pl
+
+
+def _fake_sys(root: Path, phys: dict[str, list[str]], wired: list[str]) -> str:
+    for phy, devs in phys.items():
+        (root / "class/ieee80211" / phy).mkdir(parents=True)
+        for dev in devs:
+            d = root / "class/net" / dev
+            d.mkdir(parents=True)
+            os.symlink(f"../../ieee80211/{phy}", d / "phy80211")
+    for dev in wired:
+        (root / "class/net" / dev).mkdir(parents=True)
+    return str(root)
+
+
+def test_wireless_phys_and_their_netdevs(tmp_path: Path) -> None:
+    sys_root = _fake_sys(tmp_path, {"phy0": ["wlan0", "wlan0mon"], "phy1": []}, ["eth0"])
+    assert pl.wireless_phys(sys_root) == {"phy0": ("wlan0", "wlan0mon"), "phy1": ()}
+    assert pl.phy_of("wlan0", sys_root) == "phy0" and pl.phy_of("eth0", sys_root) is None
+    # listed: wlan0 goes by its phy (with its other netdev), eth0 by name
+    chosen = pl.choose(("eth0", "wlan0"), sys_root)
+    assert chosen.links == ("eth0",) and chosen.phys == {"phy0": ("wlan0", "wlan0mon")}
+    assert chosen.ifnames == ("eth0", "wlan0", "wlan0mon")
+    assert pl.wireless_phys(str(tmp_path / "nothing")) == {}
+
+
+def test_restore_lines_give_back_mtu_state_addresses_then_routes() -> None:
+    snap = {
+        "up": True,
+        "mtu": 1400,
+        "addresses": [
+            {"local": "198.18.0.2", "prefixlen": 24, "broadcast": "198.18.0.255", "flags": []},
+            {"local": "2001:db8::2", "prefixlen": 64, "flags": ["nodad"]},
+        ],
+        "routes": [
+            {"family": "-4", "dst": "default", "gateway": "198.18.0.1", "metric": 1010},
+            {"family": "-4", "dst": "198.18.0.0/24", "protocol": "dhcp", "scope": "link"},
+            {"family": "-6", "dst": "default", "gateway": "2001:db8::1", "metric": 1024},
+        ],
+    }
+    assert pl.restore_lines("eth0", snap) == [
+        "link set dev eth0 mtu 1400",
+        "link set dev eth0 up",
+        "address add 198.18.0.2/24 dev eth0 broadcast 198.18.0.255",
+        "address add 2001:db8::2/64 dev eth0 nodad",
+        "route replace 198.18.0.0/24 dev eth0 proto dhcp scope link",
+        "route replace 0.0.0.0/0 via 198.18.0.1 dev eth0 metric 1010",
+        "route replace ::/0 via 2001:db8::1 dev eth0 metric 1024",
+    ]
+    # a link that was down comes back down, with its addresses and without routes
+    down = pl.restore_lines("eth0", {**snap, "up": False})
+    assert "link set dev eth0 up" not in down and not any("route" in x for x in down)
+
+
+def test_networkmanager_state_file(tmp_path: Path) -> None:
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    index = pl.socket_index("lo")
+    assert not pl.managed_by_networkmanager("lo", str(tmp_path))
+    (devices / str(index)).write_text("[device]\nmanaged=false\n")
+    assert not pl.managed_by_networkmanager("lo", str(tmp_path))
+    (devices / str(index)).write_text("[device]\nmanaged=true\nperm-hw-addr-fake=\n")
+    assert pl.managed_by_networkmanager("lo", str(tmp_path))

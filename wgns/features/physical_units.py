@@ -1,0 +1,109 @@
+"""Network daemons run by systemd units (dhcpcd.service, wpa_supplicant@wlan0.service,
+iwd.service...) follow the interfaces into the physical namespace: the same mechanism as
+`wgns confine` (a drop-in, then a restart), with the physical namespace's resolv.conf bound
+*writable* over /etc/resolv.conf, since a DHCP client writes it.
+
+The drop-in lives under /run/systemd/system (gone at reboot, as physical mode is: after a
+reboot the interfaces are in the main namespace again). The unit is stopped before its
+interfaces move and started inside once they are there; at `down`, stopped there, freed of
+the drop-in, and started again in the main namespace once its interfaces are back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from wgns.engine.ops.base import Context, Op
+from wgns.errors import WgnsError
+from wgns.system import fsutil, netns
+from wgns.system.tools import run
+
+RUNTIME_UNIT_DIR = "/run/systemd/system"
+DROPIN_NAME = "wgns-physical.conf"
+
+
+def dropin_text(unit: str, ns: str) -> str:
+    """The drop-in running UNIT inside NS, its resolv.conf writes landing in /etc/netns/NS."""
+    netns.validate_name(ns)
+    return (
+        f"# Written by `wgns physical up` (namespace {ns}); removed by `wgns physical down`.\n"
+        f"# Runs {unit} inside {ns}, where the machine's interfaces are, with\n"
+        f"# /etc/netns/{ns}/resolv.conf as its /etc/resolv.conf (docs/physical.md).\n"
+        "[Unit]\n"
+        f"AssertPathIsMountPoint={netns.path_of(ns)}\n"
+        "\n"
+        "[Service]\n"
+        f"NetworkNamespacePath={netns.path_of(ns)}\n"
+        f"BindPaths={netns.etc_dir_of(ns)}/resolv.conf:/etc/resolv.conf\n"
+    )
+
+
+def dropin_path(unit: str, unit_dir: str = RUNTIME_UNIT_DIR) -> str:
+    return f"{unit_dir}/{unit}.d/{DROPIN_NAME}"
+
+
+def _systemctl(*args: str) -> None:
+    proc = run(["systemctl", *args], check=False)
+    if proc.returncode != 0:
+        raise WgnsError(f"systemctl {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
+@dataclass(kw_only=True)
+class StopUnit(Op):
+    """UNIT stopped before its interfaces leave the main namespace; started again on undo,
+    once they are back (the undo runs after the links' own)."""
+
+    kind = "physical_unit_stop"
+    unit: str
+
+    def describe(self) -> str:
+        return f"systemctl stop {self.unit} (started again at down)"
+
+    def apply(self, ctx: Context) -> None:
+        _systemctl("stop", self.unit)
+        self.result["stopped"] = True
+
+    def undo(self, ctx: Context) -> None:
+        if self.result.get("stopped", True):
+            _systemctl("start", self.unit)
+
+
+@dataclass(kw_only=True)
+class ConfineUnit(Op):
+    """UNIT started inside NS (a runtime drop-in) once its interfaces are there; stopped and
+    freed of the drop-in on undo, before they move back."""
+
+    kind = "physical_unit"
+    unit: str
+    ns: str
+
+    def describe(self) -> str:
+        return f"write {dropin_path(self.unit)}; systemctl start {self.unit} (inside {self.ns})"
+
+    def prepare(self, ctx: Context) -> None:
+        if os.path.exists(dropin_path(self.unit)):
+            raise WgnsError(
+                f"{dropin_path(self.unit)} exists already and this run did not write it",
+                hint="a physical mode left over? `wgns recover`; else remove the file",
+            )
+        self.result["dir_created"] = not os.path.isdir(os.path.dirname(dropin_path(self.unit)))
+
+    def apply(self, ctx: Context) -> None:
+        path = dropin_path(self.unit)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fsutil.write_atomically(path, dropin_text(self.unit, self.ns))
+        _systemctl("daemon-reload")
+        _systemctl("start", self.unit)
+
+    def undo(self, ctx: Context) -> None:
+        path = dropin_path(self.unit)
+        if not os.path.exists(path):
+            return  # never written
+        _systemctl("stop", self.unit)
+        os.unlink(path)
+        if self.result.get("dir_created", False):
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(path))
+        _systemctl("daemon-reload")
