@@ -3,7 +3,7 @@
 #   - the Debian packages listed in scripts/packages/*.txt (core.txt always; the others with --test)
 #   - a virtualenv in .venv with wgns (editable) and, with --test, the test tools
 #   - /usr/local/bin/wgns: a launcher running this checkout's wgns with python3 -I -S
-#   - wgns@.service (and the wgns generator) under /usr/local/lib/systemd, for that launcher
+#   - wgns@.service, wgns-physical@.service (and the wgns generator) under /usr/local/lib/systemd
 # Usage: scripts/install.sh [--test]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,8 +58,9 @@ tmp=$(mktemp /usr/local/bin/.wgns.XXXXXX)
 sed -e "s|@INTERP@|$interp|" -e "s|@ROOT@|$root|" "$root/scripts/wgns-launcher.in" > "$tmp"
 chmod 755 "$tmp"
 mv -f "$tmp" /usr/local/bin/wgns
-# the systemd units for that launcher: wgns@.service (and the generator for profiles' `units`),
-# under /usr/local/lib/systemd (docs/systemd.md); systemd re-reads them only where it runs
+# the systemd units for that launcher: wgns@.service, wgns-physical@.service (docs/physical.md)
+# and the generator for profiles' `units`, under /usr/local/lib/systemd (docs/systemd.md);
+# systemd re-reads them only where it runs
 (cd "$root" && "$root/.venv/bin/python" -m wgns.integrations.systemd.units \
 	--wgns /usr/local/bin/wgns \
 	--unit-dir /usr/local/lib/systemd/system \

@@ -17,6 +17,36 @@ from wgns.integrations.systemd import units
 
 REPO = Path(__file__).resolve().parents[2]
 
+# directives that give a service a mount namespace (or a network) of its own
+PRIVATE = {
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateMounts",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectProc",
+    "ProcSubset",
+    "ReadOnlyPaths",
+    "ReadWritePaths",
+    "InaccessiblePaths",
+    "TemporaryFileSystem",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "RootDirectory",
+    "RootImage",
+    "MountFlags",
+    "PrivateNetwork",
+    "NetworkNamespacePath",
+    "PrivateUsers",
+    "DynamicUser",
+    "ProtectHostname",
+    "RestrictNamespaces",
+}
+
 
 def _launcher(tmp_path: Path) -> str:
     """An executable standing in for /usr/local/bin/wgns (verify checks ExecStart= exists)."""
@@ -70,35 +100,7 @@ def test_the_unit_says_what_the_contract_says(tmp_path: Path) -> None:
     assert d["Restart"] == ["on-failure"] and "WatchdogSec" in d
     # nothing that gives the service a mount namespace of its own: the /run/netns/NS and
     # /run/wgns/view/NS/etc mounts wgns makes must be seen by the whole system
-    private = {
-        "ProtectSystem",
-        "ProtectHome",
-        "PrivateTmp",
-        "PrivateMounts",
-        "PrivateDevices",
-        "ProtectKernelTunables",
-        "ProtectKernelModules",
-        "ProtectKernelLogs",
-        "ProtectControlGroups",
-        "ProtectProc",
-        "ProcSubset",
-        "ReadOnlyPaths",
-        "ReadWritePaths",
-        "InaccessiblePaths",
-        "TemporaryFileSystem",
-        "BindPaths",
-        "BindReadOnlyPaths",
-        "RootDirectory",
-        "RootImage",
-        "MountFlags",
-        "PrivateNetwork",
-        "NetworkNamespacePath",
-        "PrivateUsers",
-        "DynamicUser",
-        "ProtectHostname",
-        "RestrictNamespaces",
-    }
-    assert not private & set(d)
+    assert not PRIVATE & set(d)
 
 
 def test_install_writes_the_unit_and_the_generator_with_their_modes(tmp_path: Path) -> None:
@@ -168,3 +170,82 @@ def test_the_command_line_installs_and_prints_the_paths(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 1 and "absolute path" in bad.stderr
+
+
+# ------------------------------------------------------------------ wgns-physical@.service
+
+
+@needs_analyze
+def test_the_rendered_physical_instance_verifies_clean(tmp_path: Path) -> None:
+    units.install(_launcher(tmp_path), tmp_path / "units", tmp_path / "gen")
+    r = verify(tmp_path / "units", "wgns-physical@home.service")
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+def _physical(tmp_path: Path) -> dict[str, list[str]]:
+    written = units.install("/usr/local/bin/wgns", tmp_path / "u", tmp_path / "g")
+    assert written[:2] == [
+        tmp_path / "u" / "wgns@.service",
+        tmp_path / "u" / "wgns-physical@.service",
+    ]
+    return _directives(written[1].read_text())
+
+
+def test_the_physical_unit_says_what_docs_physical_md_says(tmp_path: Path) -> None:
+    d = _physical(tmp_path)
+    # `physical up` returns once everything is up; what it leaves running (wireguard-go, the
+    # dead-man switch, a dhcpcd of its own) stays in the unit's cgroup
+    assert d["Type"] == ["oneshot"] and d["RemainAfterExit"] == ["yes"]
+    assert d["ExecStart"] == ["/usr/local/bin/wgns physical up $WGNS_PHYSICAL_ARGS %i"]
+    assert d["Environment"] == ["WGNS_PHYSICAL_ARGS="]
+    # down at stop, and after a start that failed or was killed half way (idempotent)
+    assert d["ExecStop"] == d["ExecStopPost"] == ["/usr/local/bin/wgns physical down"]
+    assert "Restart" not in d  # a failed up has given the network back: no loop of moves
+    assert d["WantedBy"] == ["multi-user.target"]
+    assert "network-online.target" in d["After"][0].split()
+    assert d["Wants"] == ["network-online.target"]
+    # not stopped by the shutdown transaction (no Conflicts=/Before=shutdown.target): its stop
+    # would wait on the network daemons' stop jobs, which wait on it
+    assert d["DefaultDependencies"] == ["no"]
+    assert "Conflicts" not in d and "Before" not in d
+    # ordered against targets only, never against the daemons' units it stops and starts from
+    # ExecStart=/ExecStop= (an ordering with them would make those jobs wait on its own)
+    ordered = [
+        u
+        for key in ("After", "Before", "Wants", "Requires")
+        for v in d.get(key, [])
+        for u in v.split()
+    ]
+    assert ordered and all(u.endswith(".target") for u in ordered), ordered
+    assert not PRIVATE & set(d)
+    assert d["SyslogIdentifier"] == ["wgns-physical"]  # not wgns@'s
+
+
+def test_the_physical_unit_runs_wgns_physical_up_with_the_instance_as_profile(
+    tmp_path: Path,
+) -> None:
+    """ExecStart='s words, $WGNS_PHYSICAL_ARGS split at blanks as systemd splits an unbraced
+    variable (empty: no word), %i the instance, are `wgns physical up` with those options;
+    ExecStop='s are `physical down` of the namespace up made."""
+    from wgns.cli import build_parser
+    from wgns.lifecycle.physical import DEFAULT_DEADMAN, DEFAULT_NAME
+
+    d = _physical(tmp_path)
+
+    def argv(exec_line: str, extra: str) -> list[str]:
+        out = []
+        for word in exec_line.split()[1:]:
+            if word == "$WGNS_PHYSICAL_ARGS":
+                out += extra.split()
+            else:
+                out.append(word.replace("%i", "home"))
+        return out
+
+    parser = build_parser()
+    plain = parser.parse_args(argv(d["ExecStart"][0], ""))
+    assert (plain.physical_command, plain.profile) == ("up", "home")
+    assert (plain.name, plain.deadman, plain.iface) == (DEFAULT_NAME, DEFAULT_DEADMAN, [])
+    given = parser.parse_args(argv(d["ExecStart"][0], "--deadman 60 --iface eth0 --iface wlan0"))
+    assert (given.profile, given.deadman, given.iface) == ("home", 60, ["eth0", "wlan0"])
+    down = parser.parse_args(argv(d["ExecStop"][0], ""))
+    assert (down.physical_command, down.name) == ("down", DEFAULT_NAME)

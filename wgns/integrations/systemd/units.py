@@ -1,8 +1,10 @@
 """The systemd files that ship with wgns, rendered for one launcher and installed.
 
-scripts/systemd/wgns@.service.in (the namespace as a service, docs/systemd.md) and, when it is
-there, scripts/systemd/wgns-generator.in (the generator applying profiles' ``units = [...]``):
-@WGNS@ becomes the path of the wgns launcher (scripts/install.sh writes /usr/local/bin/wgns).
+scripts/systemd/wgns@.service.in (the namespace as a service, docs/systemd.md), beside it
+scripts/systemd/wgns-physical@.service.in (physical mode as a service, docs/physical.md) and,
+when it is there, scripts/systemd/wgns-generator.in (the generator applying profiles'
+``units = [...]``): @WGNS@ becomes the path of the wgns launcher (scripts/install.sh writes
+/usr/local/bin/wgns).
 Each file is written to a temporary name beside its target and renamed over it, so that a
 daemon-reload running meanwhile never reads half a unit.
 
@@ -26,6 +28,7 @@ from wgns.system import fsutil
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "scripts" / "systemd"
 UNIT_TEMPLATE = "wgns@.service.in"
+PHYSICAL_TEMPLATE = "wgns-physical@.service.in"
 GENERATOR_TEMPLATE = "wgns-generator.in"
 UNIT_DIR = Path("/usr/local/lib/systemd/system")
 GENERATOR_DIR = Path("/usr/local/lib/systemd/system-generators")
@@ -56,15 +59,17 @@ def install(
     *,
     templates: Path = TEMPLATES,
 ) -> list[Path]:
-    """Render the unit template (and the generator, when its template exists) for the launcher
-    WGNS into UNIT_DIR/wgns@.service (0644) and GENERATOR_DIR/wgns-generator (0755); the paths
-    written, in that order."""
+    """Render the unit templates (wgns-physical@ and the generator when their templates exist)
+    for the launcher WGNS into UNIT_DIR/wgns@.service, UNIT_DIR/wgns-physical@.service (0644)
+    and GENERATOR_DIR/wgns-generator (0755); the paths written, in that order."""
     written = [
         _write(
-            unit_dir / UNIT_TEMPLATE.removesuffix(".in"),
-            render(templates / UNIT_TEMPLATE, wgns),
+            unit_dir / name.removesuffix(".in"),
+            render(templates / name, wgns),
             0o644,
         )
+        for name in (UNIT_TEMPLATE, PHYSICAL_TEMPLATE)
+        if name == UNIT_TEMPLATE or (templates / name).exists()
     ]
     generator = templates / GENERATOR_TEMPLATE
     if generator.exists():
@@ -81,7 +86,8 @@ def install(
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m wgns.integrations.systemd.units",
-        description="Install wgns@.service (and the wgns generator) for a wgns launcher.",
+        description="Install wgns@.service, wgns-physical@.service (and the wgns generator) for "
+        "a wgns launcher.",
     )
     p.add_argument("--wgns", required=True, help="absolute path of the wgns launcher")
     p.add_argument("--unit-dir", type=Path, default=UNIT_DIR)
