@@ -313,6 +313,10 @@ in
       ++ mapAttrsToList (svc: _: {
         assertion = !hasPrefix "wgns@" svc;
         message = "${svcOpt svc}: ${svc} is the unit of a wgns namespace itself: it cannot be confined.";
+      }) confined
+      ++ mapAttrsToList (svc: _: {
+        assertion = !hasPrefix "wgns-physical@" svc;
+        message = "${svcOpt svc}: ${svc} is physical mode's own unit: it cannot be confined.";
       }) confined;
     }
 

@@ -108,6 +108,7 @@ PROFILE = unitfiles.PROFILE.format(head="")
             "'foo.socket' is a socket unit: only services can be confined",
         ),
         (["wgns@media", "media"], 2, "is the unit of a wgns namespace itself"),
+        (["wgns-physical@home", "media"], 2, "is physical mode's own unit: it cannot be"),
         (["foo@.service", "media"], 2, "'foo@.service' is a template: name an instance"),
         (["foo/bar", "media"], 2, "is not a valid systemd unit name"),
         (["foo", "a+b"], 1, "'+' and '=' are not allowed in a systemd unit name"),

@@ -294,6 +294,7 @@ SERVICES = [
     "x" * 248,
     "foo@",
     "wgns@media",
+    "wgns-physical@home",
     "a b",
     "a/b",
     "é",

@@ -320,7 +320,8 @@ _UNIT_INSTANCE = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 
 def parse_unit_name(text: str) -> str:
     """A service unit to confine: NAME gets `.service` when it has no unit type suffix. Refused:
-    another unit type, a template without instance, wgns@*.service (wgns's own), a name
+    another unit type, a template without instance, wgns@*.service and wgns-physical@*.service
+    (wgns's own), a name
     systemd would refuse."""
     name = text.strip()
     if not name:
@@ -345,4 +346,6 @@ def parse_unit_name(text: str) -> str:
         raise Invalid(f"{show(name)} is not a valid systemd unit name")
     if prefix == "wgns" and at:
         raise Invalid(f"{show(name)} is the unit of a wgns namespace itself: it cannot be confined")
+    if prefix == "wgns-physical" and at:
+        raise Invalid(f"{show(name)} is physical mode's own unit: it cannot be confined")
     return name

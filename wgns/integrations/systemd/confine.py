@@ -156,6 +156,8 @@ def confine(unit_arg: str, ns: str, *, unit_dir: str = UNIT_DIR) -> list[str]:
     unit = state.id  # an alias: the drop-in goes with the unit itself
     if unit.startswith("wgns@"):
         raise ConfigError(f"{unit} is the unit of a wgns namespace itself: it cannot be confined")
+    if unit.startswith("wgns-physical@"):
+        raise ConfigError(f"{unit} is physical mode's own unit: it cannot be confined")
     path = dropin_path(unit, unit_dir)
     text = dropin_text(unit, ns)
     old = _read(path)
