@@ -4,7 +4,11 @@
 # wgns@NAME.service of the unit template the package ships (rendered by wgns itself). A service
 # is confined with systemd.services.SVC.wgns.namespace = NAME (or namespaces.NAME.confine), which
 # adds to it the directives `wgns confine SVC NAME` writes (wgns/integrations/systemd/confine.py;
-# tests/integrations/test_nix_module.py compares the two). docs/nixos.md shows the module in use.
+# tests/integrations/test_nix_module.py compares the two). services.wgns.physical is physical mode
+# at boot: the instance wgns-physical@PROFILE.service of the package's other template, its
+# options in the WGNS_PHYSICAL_ARGS the template leaves for them; NixOS's dhcpcd and
+# wpa_supplicant units are left to wgns, which moves them at run time (test_nix_physical.py).
+# docs/nixos.md shows the module in use.
 {
   config,
   lib,
@@ -109,24 +113,26 @@ let
     name
   ];
 
-  namespaceAssertions =
-    name: ns:
+  # The checks of a profile given as options or as a file, at option path AT (a namespace's,
+  # or physical mode's, which has no birthplace, allowHost nor forwards); NAME: its file's name.
+  profileAssertions =
+    at: name: ns:
     let
       # every profile option, read (so that a wrong type is refused here too)
       inline =
         ns.interfaces != { }
         || ns.backend != "auto"
-        || ns.birthplace != null
+        || (ns.birthplace or null) != null
         || !ns.killSwitch
         || ns.dns != [ ]
         || ns.dnsSearch != [ ]
-        || ns.allowHost != [ ]
+        || (ns.allowHost or [ ]) != [ ]
         || ns.hooks != [ ]
-        || ns.forwards != [ ];
+        || (ns.forwards or [ ]) != [ ];
       ifaceAssertions = mapAttrsToList (
         label: i:
         let
-          where = "${opt name}.interfaces.${lib.showOption [ label ]}";
+          where = "${at}.interfaces.${lib.showOption [ label ]}";
           inlineKeys =
             i.privateKeyFile != null
             || i.address != [ ]
@@ -163,6 +169,29 @@ let
     in
     [
       {
+        assertion = (ns.profile != null) != (ns.interfaces != { });
+        message = "${at}: set either profile (a .conf or .toml file) or interfaces, not both nor neither.";
+      }
+      {
+        assertion = ns.profile == null || !inline;
+        message = "${at}: with profile set, the profile's keys (interfaces, dns, forwards, killSwitch, ...) belong in that file.";
+      }
+      {
+        assertion = ns.profile == null || !inStore ns.profile;
+        message = "${at}.profile: ${toString ns.profile} ${storeWhy} (a profile holds the private key), e.g. \"/var/lib/wgns/${name}.conf\".";
+      }
+      {
+        assertion =
+          ns.profile == null || hasSuffix ".conf" (toString ns.profile) || hasSuffix ".toml" (toString ns.profile);
+        message = "${at}.profile: ${toString ns.profile} must end in .conf or .toml.";
+      }
+    ]
+    ++ lib.concatLists ifaceAssertions;
+
+  namespaceAssertions =
+    name: ns:
+    [
+      {
         assertion = validName name;
         message = "${opt name}: invalid namespace name: use letters, digits and _ . + = @ - (no '/', not '..', at most 128 characters), as wgns does.";
       }
@@ -174,23 +203,6 @@ let
         # `wgns up NAME` (wgns@NAME.service) takes such a NAME for the path of a file
         assertion = !(hasSuffix ".conf" name || hasSuffix ".toml" name);
         message = "${opt name}: a name ending in .conf or .toml is read by `wgns up` (wgns@NAME.service) as a file path: name the namespace without it.";
-      }
-      {
-        assertion = (ns.profile != null) != (ns.interfaces != { });
-        message = "${opt name}: set either profile (a .conf or .toml file) or interfaces, not both nor neither.";
-      }
-      {
-        assertion = ns.profile == null || !inline;
-        message = "${opt name}: with profile set, the profile's keys (interfaces, dns, forwards, killSwitch, ...) belong in that file.";
-      }
-      {
-        assertion = ns.profile == null || !inStore ns.profile;
-        message = "${opt name}.profile: ${toString ns.profile} ${storeWhy} (a profile holds the private key), e.g. \"/var/lib/wgns/${name}.conf\".";
-      }
-      {
-        assertion =
-          ns.profile == null || hasSuffix ".conf" (toString ns.profile) || hasSuffix ".toml" (toString ns.profile);
-        message = "${opt name}.profile: ${toString ns.profile} must end in .conf or .toml.";
       }
       {
         assertion = ns.birthplace != name;
@@ -217,9 +229,125 @@ let
       assertion = unitTypeOf unit == null;
       message = "${opt name}.confine: ${builtins.toJSON unit} is a ${toString (unitTypeOf unit)} unit: only services can be confined (confine the service it starts).";
     }) ns.confine
-    ++ lib.concatLists ifaceAssertions;
+    ++ lib.optional (phys.enable && name == physicalNs) {
+      assertion = false;
+      message = "${opt name}: ${physicalNs} is the namespace of physical mode (services.wgns.physical), whose interfaces it holds: name this namespace otherwise.";
+    }
+    ++ profileAssertions (opt name) name ns;
 
   confined = filterAttrs (_: s: s.wgns.namespace != null) top.systemd.services;
+
+  # ---- physical mode: wgns-physical@PROFILE.service, the unit the package ships
+  phys = cfg.physical;
+  physicalAt = "services.wgns.physical";
+  # the namespace `wgns physical up` makes by default, the only one the unit brings up
+  # (wgns.lifecycle.physical.DEFAULT_NAME)
+  physicalNs = "physical";
+  physicalUnit = "wgns-physical@${phys.profileName}";
+  # the unit's ExecStart= is `wgns physical up $WGNS_PHYSICAL_ARGS %i`: the options go there
+  physicalArgs = concatStringsSep " " (
+    [
+      "--deadman"
+      (toString phys.deadman)
+    ]
+    ++ lib.concatMap (i: [
+      "--iface"
+      i
+    ]) phys.moveInterfaces
+  );
+  # an interface name the kernel accepts (dev_valid_name), and one word for systemd
+  validIfname =
+    n: builtins.stringLength n <= 15 && n != "." && n != ".." && builtins.match "[^/:[:space:]]+" n != null;
+  physicalProfileKeys = [
+    "profile"
+    "backend"
+    "killSwitch"
+    "dns"
+    "dnsSearch"
+    "interfaces"
+    "hooks"
+  ];
+  physicalOptions = {
+    # a namespace's profile options but those physical mode refuses (birthplace: the tunnel is
+    # born in `physical`; forwards, allowHost; confine: services go in namespaces)
+    options = lib.getAttrs physicalProfileKeys (namespaceOptions { name = "<profileName>"; }).options // {
+      enable = mkEnableOption ''
+        physical mode: the machine's interfaces moved into namespace `physical` and the
+        WireGuard tunnel the main namespace's only way out, by wgns-physical@<profileName>.service
+      '';
+      profileName = mkOption {
+        type = types.str;
+        default = "physical";
+        example = "home";
+        description = ''
+          The profile's name: /etc/wgns/NAME.conf or NAME.toml, and the instance of the unit,
+          wgns-physical@NAME.service (`systemctl stop wgns-physical@NAME` gives the network back).
+          The namespace is always `physical`.
+        '';
+      };
+      moveInterfaces = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "enp4s0"
+          "wlp6s0"
+        ];
+        description = ''
+          The interfaces to move (`--iface`); a wireless one moves with its phy. Empty: those
+          carrying the default routes when the unit starts, and every wireless phy.
+        '';
+      };
+      deadman = mkOption {
+        type = types.ints.unsigned;
+        default = 30;
+        example = 120;
+        description = ''
+          Seconds to wait for the tunnel's first handshake before everything is given back
+          (`--deadman`; 0: never). Sign in to a captive portal within them.
+        '';
+      };
+    };
+  };
+
+  physicalAssertions = [
+    {
+      assertion = cfg.enable;
+      message = "${physicalAt}.enable: set services.wgns.enable = true as well (its package ships wgns-physical@.service).";
+    }
+    {
+      assertion =
+        validName phys.profileName
+        && validInstance phys.profileName
+        && !(hasSuffix ".conf" phys.profileName || hasSuffix ".toml" phys.profileName);
+      message = "${physicalAt}.profileName: ${builtins.toJSON phys.profileName} cannot name /etc/wgns/NAME.conf and wgns-physical@NAME.service: use letters, digits and _ . @ - (at most 128 characters, not ending in .conf or .toml).";
+    }
+    {
+      assertion = !(cfg.namespaces ? ${phys.profileName});
+      message = "${physicalAt}.profileName: ${phys.profileName} is a namespace of services.wgns.namespaces too, whose profile is /etc/wgns/${phys.profileName}.toml as well: choose another name.";
+    }
+    {
+      assertion = !(top.networking.networkmanager.enable or false);
+      message = "${physicalAt}: networking.networkmanager.enable is true: NetworkManager would fight wgns over the interfaces physical mode moves (wgns refuses it at run time too). Physical mode takes dhcpcd and wpa_supplicant or iwd along: set networking.networkmanager.enable = false and use networking.wireless (or networking.wireless.iwd) with DHCP.";
+    }
+    {
+      assertion = !((top.networking.useNetworkd or false) || (top.systemd.network.enable or false));
+      message = "${physicalAt}: systemd-networkd (networking.useNetworkd, systemd.network.enable) would not follow the interfaces into namespace ${physicalNs}: physical mode takes along dhcpcd/dhclient and wpa_supplicant/iwd only. Set networking.useNetworkd = false and systemd.network.enable = false.";
+    }
+    {
+      assertion =
+        !((top.networking.wireless.enable or false) && (top.networking.wireless.interfaces or [ ]) != [ ]);
+      message = "${physicalAt}: networking.wireless.interfaces is set: each wpa_supplicant-IF.service then requires IF's device unit, which is gone from the main namespace once IF is in ${physicalNs}, so it could not start there. Leave networking.wireless.interfaces empty: the one wpa_supplicant.service finds the wireless interfaces where it runs.";
+    }
+    {
+      assertion = lib.length phys.moveInterfaces == lib.length (lib.unique phys.moveInterfaces);
+      message = "${physicalAt}.moveInterfaces: lists an interface twice.";
+    }
+  ]
+  ++ map (i: {
+    assertion = validIfname i;
+    message = "${physicalAt}.moveInterfaces: ${builtins.toJSON i} is not an interface name (at most 15 characters, none of / : or blanks).";
+  }) phys.moveInterfaces
+  ++ profileAssertions physicalAt phys.profileName phys;
 in
 {
   options.services.wgns = {
@@ -253,6 +381,27 @@ in
         wgns allows (128 characters): interface names are derived, not taken from it.
       '';
     };
+  };
+
+  options.services.wgns.physical = mkOption {
+    type = types.submodule physicalOptions;
+    default = { };
+    example = literalExpression ''
+      {
+        enable = true;
+        profileName = "home";
+        profile = "/var/lib/wgns/home.conf";
+        moveInterfaces = [ "enp4s0" "wlp6s0" ];
+      }
+    '';
+    description = ''
+      Physical mode (`wgns physical up`, docs/physical.md) at boot, by the package's
+      wgns-physical@<profileName>.service. The profile is a file outside the store (`profile`)
+      or written from the options, as for a namespace. NixOS's own dhcpcd.service and
+      wpa_supplicant.service (or iwd.service) are left as they are: wgns moves them into
+      namespace `physical` when it comes up (a runtime drop-in, the same for every
+      distribution) and back into the main namespace when it goes down.
+    '';
   };
 
   # Every service gets `wgns.namespace`: confine it without copying or changing its module.
@@ -320,9 +469,51 @@ in
       }) confined;
     }
 
+    (mkIf phys.enable { assertions = physicalAssertions; })
+
+    (mkIf (cfg.enable && phys.enable) {
+      environment.etc = lib.optionalAttrs (phys.profile == null || !inStore phys.profile) {
+        "wgns/${phys.profileName}.${if isToml phys then "toml" else "conf"}" =
+          if phys.profile != null then
+            { source = toString phys.profile; }
+          else
+            {
+              text = toProfile (
+                phys
+                // {
+                  birthplace = null;
+                  allowHost = [ ];
+                  forwards = [ ];
+                }
+              );
+            };
+      };
+      systemd.services.${physicalUnit} = {
+        # an instance of the package's template, as wgns@NAME: NixOS writes only a drop-in
+        overrideStrategy = "asDropin";
+        wantedBy = [ "multi-user.target" ];
+        environment.WGNS_PHYSICAL_ARGS = physicalArgs;
+        # iw moves a wireless phy; dhcpcd runs inside `physical` when no dhcpcd.service does
+        path = [
+          pkgs.iw
+          pkgs.dhcpcd
+        ];
+        # `nixos-rebuild switch` does not take the machine's network away and back for a
+        # changed profile: `systemctl restart ${physicalUnit}` (or a reboot) applies it
+        restartIfChanged = false;
+      };
+    })
+
     (mkIf cfg.enable {
       assertions = lib.concatLists (mapAttrsToList namespaceAssertions cfg.namespaces);
-      warnings = optional (flushesRuleset && forwarding != [ ]) (
+      warnings =
+        optional (flushesRuleset && phys.enable) (
+          "services.wgns.physical: networking.nftables.flushRuleset is true, so every reload of "
+          + "nftables.service deletes all tables of the main namespace, among them physical "
+          + "mode's kill switch (${physicalUnit}.service) until it is restarted: set "
+          + "networking.nftables.flushRuleset = false (NixOS then deletes only its own tables)."
+        )
+        ++ optional (flushesRuleset && forwarding != [ ]) (
         "services.wgns: networking.nftables.flushRuleset is true, so every reload of "
         + "nftables.service deletes all tables of the host's namespace, among them the port "
         + "forwards of ${concatStringsSep ", " (map (n: "wgns@${n}.service") forwarding)} "
@@ -353,6 +544,11 @@ in
             wantedBy = [ "multi-user.target" ];
             # a changed profile is re-read in place (`wgns up --reload`, ExecReload=)
             reloadTriggers = optional (ns.profile == null) (toProfile ns);
+          }
+          # its tunnel leaves through physical mode's namespace: up after it, down before it
+          // lib.optionalAttrs (phys.enable && ns.birthplace == physicalNs) {
+            after = [ "${physicalUnit}.service" ];
+            bindsTo = [ "${physicalUnit}.service" ];
           };
         }) enabled
         ++ mapAttrsToList (

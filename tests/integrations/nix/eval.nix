@@ -9,11 +9,17 @@
 }:
 let
   lib = import libPath;
-  # the package as `pkgs.wgns` (an overlay's): its build is not evaluated here
-  pkgs.wgns = {
+  # the package as `pkgs.wgns` (an overlay's), and the programs physical mode's unit gets on its
+  # PATH: their builds are not evaluated here
+  fake = name: {
     type = "derivation";
-    name = "wgns-0.1.0";
-    outPath = "/nix/store/00000000000000000000000000000000-wgns-0.1.0";
+    inherit name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+  };
+  pkgs = {
+    wgns = fake "wgns-0.1.0";
+    iw = fake "iw-6.9";
+    dhcpcd = fake "dhcpcd-10.1.0";
   };
   eval =
     file:

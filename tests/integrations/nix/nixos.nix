@@ -1,10 +1,12 @@
 # Stands in for NixOS in the tests: nixpkgs lib has no NixOS modules, so this declares the few
 # options nix/module.nix sets or reads (assertions, warnings, environment.etc/systemPackages,
-# networking.nftables, systemd.packages and systemd.services) and renders services the way
-# NixOS does (nixos/lib/systemd-lib.nix): a full unit, or with overrideStrategy = "asDropin" a
-# drop-in NAME.service.d/overrides.conf; [Unit] from after/bindsTo/wants/requires/reload
-# triggers and unitConfig, [Service] from serviceConfig, a list as one line per element,
-# [Install] from wantedBy (besides the .wants links). It is not NixOS: only what the module uses.
+# networking.nftables, the network managers physical mode checks, systemd.packages and
+# systemd.services) and renders services the way NixOS does (nixos/lib/systemd-lib.nix): a full
+# unit, or with overrideStrategy = "asDropin" a drop-in NAME.service.d/overrides.conf; [Unit]
+# from after/bindsTo/wants/requires/reload triggers/restartIfChanged and unitConfig, [Service]
+# from environment and path (Environment="K=V" lines, PATH without NixOS's default tools) and
+# serviceConfig, a list as one line per element, [Install] from wantedBy (besides the .wants
+# links). It is not NixOS: only what the module uses.
 { lib, config, ... }:
 let
   inherit (lib) mkOption types;
@@ -57,6 +59,18 @@ let
           type = types.listOf types.str;
           default = [ ];
         };
+        restartIfChanged = mkOption {
+          type = types.bool;
+          default = true;
+        };
+        environment = mkOption {
+          type = types.attrsOf types.str;
+          default = { };
+        };
+        path = mkOption {
+          type = types.listOf types.package;
+          default = [ ];
+        };
         unitConfig = mkOption {
           type = types.attrsOf value;
           default = { };
@@ -87,11 +101,18 @@ let
         // lib.optionalAttrs (s.reloadTriggers != [ ]) {
           X-Reload-Triggers = "/nix/store/${builtins.hashString "sha256" (toString s.reloadTriggers)}-X-Reload-Triggers-${name}";
         }
+        // lib.optionalAttrs (!s.restartIfChanged) { X-RestartIfChanged = false; }
         // s.unitConfig;
+      env =
+        s.environment
+        // lib.optionalAttrs (s.path != [ ]) {
+          PATH = "${lib.makeBinPath s.path}:${lib.makeSearchPathOutput "bin" "sbin" s.path}";
+        };
     in
     "[Unit]\n"
     + section unit
     + "\n[Service]\n"
+    + lib.concatStrings (lib.mapAttrsToList (k: v: "Environment=${builtins.toJSON "${k}=${v}"}\n") env)
     + section s.serviceConfig
     + lib.optionalString (s.wantedBy != [ ]) "\n[Install]\nWantedBy=${toString s.wantedBy}\n";
 
@@ -104,6 +125,27 @@ in
       default = [ ];
     };
     warnings = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+    };
+    # read by physical mode's assertions
+    networking.networkmanager.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    networking.useNetworkd = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    systemd.network.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    networking.wireless.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    networking.wireless.interfaces = mkOption {
       type = types.listOf types.str;
       default = [ ];
     };
