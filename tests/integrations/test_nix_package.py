@@ -65,7 +65,7 @@ def test_every_program_of_core_txt_is_on_wgns_s_path(package: dict[str, Any]) ->
 
 def test_the_units_are_rendered_by_wgns(package: dict[str, Any], tmp_path: Path) -> None:
     """The package's postInstall, run as the build runs it (in the source tree, $out set), writes
-    the wgns@.service scripts/install.sh writes, for $out/bin/wgns."""
+    the wgns@.service and wgns-physical@.service scripts/install.sh writes, for $out/bin/wgns."""
     interpreter = "/nix/store/00000000000000000000000000000000-python3/bin/python3"
     script = package["postInstall"].replace(interpreter, sys.executable)
     out = tmp_path / "out"
@@ -76,6 +76,10 @@ def test_the_units_are_rendered_by_wgns(package: dict[str, Any], tmp_path: Path)
     expected = units.render(units.TEMPLATES / units.UNIT_TEMPLATE, f"{out}/bin/wgns")
     assert unit.read_text() == expected
     assert f"ExecStart={out}/bin/wgns up --foreground %i" in expected
+    # and physical mode's, which services.wgns.physical enables
+    physical = out / "lib" / "systemd" / "system" / "wgns-physical@.service"
+    wanted = units.render(units.TEMPLATES / units.PHYSICAL_TEMPLATE, f"{out}/bin/wgns")
+    assert physical.read_text() == wanted
 
 
 def test_the_flake_exposes_the_package_the_module_and_the_overlay() -> None:

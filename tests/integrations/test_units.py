@@ -207,6 +207,8 @@ def test_the_physical_unit_says_what_docs_physical_md_says(tmp_path: Path) -> No
     # not stopped by the shutdown transaction (no Conflicts=/Before=shutdown.target): its stop
     # would wait on the network daemons' stop jobs, which wait on it
     assert d["DefaultDependencies"] == ["no"]
+    # nor by its template's slice (system-wgns\x2dphysical.slice, which shutdown stops)
+    assert d["Slice"] == ["system.slice"]
     assert "Conflicts" not in d and "Before" not in d
     # ordered against targets only, never against the daemons' units it stops and starts from
     # ExecStart=/ExecStop= (an ordering with them would make those jobs wait on its own)
