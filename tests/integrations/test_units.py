@@ -4,6 +4,7 @@ says what docs/systemd.md promises, and the installer writes the files with thei
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -198,8 +199,9 @@ def test_the_physical_unit_says_what_docs_physical_md_says(tmp_path: Path) -> No
     assert d["Type"] == ["oneshot"] and d["RemainAfterExit"] == ["yes"]
     assert d["ExecStart"] == ["/usr/local/bin/wgns physical up $WGNS_PHYSICAL_ARGS %i"]
     assert d["Environment"] == ["WGNS_PHYSICAL_ARGS="]
-    # down at stop, and after a start that failed or was killed half way (idempotent)
-    assert d["ExecStop"] == d["ExecStopPost"] == ["/usr/local/bin/wgns physical down"]
+    # down at stop; after a start killed half way, see the test below
+    assert d["ExecStop"] == ["/usr/local/bin/wgns physical down"]
+    assert "/usr/local/bin/wgns physical down" in d["ExecStopPost"][0]
     assert "Restart" not in d  # a failed up has given the network back: no loop of moves
     assert d["WantedBy"] == ["multi-user.target"]
     assert "network-online.target" in d["After"][0].split()
@@ -251,3 +253,40 @@ def test_the_physical_unit_runs_wgns_physical_up_with_the_instance_as_profile(
     assert (given.profile, given.deadman, given.iface) == ("home", 60, ["eth0", "wlan0"])
     down = parser.parse_args(argv(d["ExecStop"][0], ""))
     assert (down.physical_command, down.name) == ("down", DEFAULT_NAME)
+
+
+@pytest.mark.parametrize(
+    ("result", "runs_down"),
+    [
+        # a clean stop: ExecStop= gave everything back
+        ("success", False),
+        # `up` refused (physical mode up already, by hand or by another instance: it is not
+        # this unit's to take down) or failed and rolled back by itself
+        ("exit-code", False),
+        # `up` killed half way (the start timeout, SIGKILL, the OOM killer): its journal
+        # says what to give back
+        ("timeout", True),
+        ("signal", True),
+        ("core-dump", True),
+        ("oom-kill", True),
+    ],
+)
+def test_after_a_start_killed_half_way_the_unit_gives_everything_back(
+    tmp_path: Path, result: str, runs_down: bool
+) -> None:
+    """ExecStopPost= run as systemd runs it ($$ is a $ to the shell, SERVICE_RESULT set in
+    its environment, systemd.exec(5)): `wgns physical down` for a killed start only."""
+    launcher = tmp_path / "wgns"
+    calls = tmp_path / "calls"
+    launcher.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    launcher.chmod(0o755)
+    (unit,) = [
+        p
+        for p in units.install(str(launcher), tmp_path / "u", tmp_path / "g")
+        if p.name == "wgns-physical@.service"
+    ]
+    (line,) = _directives(unit.read_text())["ExecStopPost"]
+    argv = shlex.split(line.replace("$$", "$"))
+    env = {"PATH": os.environ["PATH"], "SERVICE_RESULT": result}
+    subprocess.run(argv, env=env, check=True, timeout=30)
+    assert (calls.read_text() if calls.exists() else "") == ("physical down\n" if runs_down else "")
