@@ -271,10 +271,7 @@ let
     # a namespace's profile options but those physical mode refuses (birthplace: the tunnel is
     # born in `physical`; forwards, allowHost; confine: services go in namespaces)
     options = lib.getAttrs physicalProfileKeys (namespaceOptions { name = "<profileName>"; }).options // {
-      enable = mkEnableOption ''
-        physical mode: the machine's interfaces moved into namespace `physical` and the
-        WireGuard tunnel the main namespace's only way out, by wgns-physical@<profileName>.service
-      '';
+      enable = mkEnableOption "physical mode at boot (wgns-physical@<profileName>.service): the machine's interfaces moved into namespace `physical`, the WireGuard tunnel the main namespace's only way out";
       profileName = mkOption {
         type = types.str;
         default = "physical";
