@@ -79,7 +79,7 @@ let
     "/run/nscd"
     "/run/systemd/resolve"
     "/run/avahi-daemon"
-    "/run/dbus/system_bus_socket"
+    "/run/dbus"
   ];
   unitOf = ns: "wgns@${ns}.service";
 

@@ -218,7 +218,7 @@ def test_a_physical_namespace_is_shown_with_its_link_and_refreshed_by_root(
         # leaves the file physical (its wg devices live elsewhere: not a tunnel namespace)
         record = {"ns": "phys", "phase": "up", "extra": {"kind": "physical"}}
         sandbox.write_file("/run/wgns/phys.json", json.dumps(record), mode=0o600)
-        assert wgns("status", "phys").stdout.startswith("namespace phys: up")
+        assert wgns("status", "phys").stdout.startswith("namespace phys: physical mode, up")
         assert json.loads(sandbox.read_text("/run/wgns/status/phys.json"))["kind"] == "physical"
         sandbox.run(["rm", "/run/wgns/status/phys.json"])  # not published (yet) by its mode
         wgns("status", "phys")

@@ -45,8 +45,7 @@ def test_the_dropin_says_what_the_contract_says() -> None:
         "[Service]",
         "NetworkNamespacePath=/run/netns/media",
         "BindReadOnlyPaths=/run/wgns/view/media/etc:/etc",
-        "InaccessiblePaths=-/run/nscd -/run/systemd/resolve -/run/avahi-daemon "
-        "-/run/dbus/system_bus_socket",
+        "InaccessiblePaths=-/run/nscd -/run/systemd/resolve -/run/avahi-daemon -/run/dbus",
     ]
     assert set(HIDDEN_PATHS) == {p.lstrip("-") for p in lines[-1].split("=", 1)[1].split()}
     assert confined_to(text) == "media"

@@ -4,15 +4,18 @@ the sandbox's eth0, its DHCP server and the simulated provider)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+from tests.commands import test_statusbar as bars
 from tests.lifecycle import test_physical as base
 from tests.lifecycle.test_physical import ETH, PHYS, curl, links, write_profile
 from wgns.testing.sandbox import Sandbox, snapshot_diff
 from wgns.testing.sim import Provider
 
 host = base.host  # the fixture: eth0, its DHCP server, the provider
+user = bars.user  # the fixture: the installed wgns run as nobody
 LOG = f"log/{PHYS}/deadman.log"
 
 
@@ -45,7 +48,7 @@ def test_no_handshake_in_time_gives_everything_back(
     assert wgns("physical", "status").stdout.strip() == "physical mode is off"
 
 
-def test_a_handshake_disarms_it(sandbox: Sandbox, host: Provider, wgns: Any) -> None:
+def test_a_handshake_disarms_it(sandbox: Sandbox, host: Provider, wgns: Any, user: Any) -> None:
     profile = write_profile(sandbox, host, keepalive=1)
     wgns("physical", "up", profile, "--deadman", "3")
     assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
@@ -55,6 +58,19 @@ def test_a_handshake_disarms_it(sandbox: Sandbox, host: Provider, wgns: Any) -> 
     assert "disarmed" in wgns("physical", "status").stdout
     time.sleep(4)  # past the timeout: still up
     assert PHYS in sandbox.netns_names()
+    # disarmed, the watcher keeps the status file current for status bars (no root needed)
+    path = f"/run/wgns/status/{PHYS}.json"
+    first = json.loads(sandbox.read_text(path))
+    assert first["kind"] == "physical" and first["latest_handshake"] > 0
+    assert [i["ifname"] for i in first["interfaces"]] == first["links"]
+    deadline = time.monotonic() + 15
+    while json.loads(sandbox.read_text(path))["published_at"] == first["published_at"]:
+        assert time.monotonic() < deadline, "the physical status file is not refreshed"
+        time.sleep(0.5)
+    bar = user("status", "--format", "waybar")
+    assert PHYS in json.loads(bar.stdout)["tooltip"]
+    text = wgns("status").stdout
+    assert f"namespace {PHYS}: physical mode, up" in text and "BROKEN" not in text
     assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
     wgns("physical", "down")
     assert PHYS not in sandbox.netns_names()

@@ -104,6 +104,10 @@ def describe(ns: str) -> dict[str, Any]:
     rec = state.load(ns)
     if rec is None:
         raise WgnsError(f"{ns} is not managed by wgns", hint="see `wgns status` for the list")
+    if rec.extra.get("kind") == "physical":  # its tunnel lives in the main namespace
+        from wgns.lifecycle import physical
+
+        return {"name": ns, "kind": "physical", **physical.status_data(rec)}
     links = _addresses(ns)
     daemons = health.daemons(rec)
     backend = health.backend_of(rec)
@@ -145,6 +149,7 @@ def describe(ns: str) -> dict[str, Any]:
     broken = health.problems(rec, {n: link["up"] for n, link in links.items()})
     return {
         "name": ns,
+        "kind": "tunnel",
         "phase": rec.phase,
         "broken": broken,
         "owner": "wgns" if rec.created_ns else "pre-existing",
@@ -180,6 +185,14 @@ def _size(n: int) -> str:
 def render(ns: dict[str, Any]) -> str:
     from wgns.features.check import health
 
+    if ns.get("kind") == "physical":
+        hs = ns.get("latest_handshake") or 0
+        return (
+            f"namespace {ns['name']}: physical mode, {ns['phase']}: "
+            f"{', '.join(ns['links'] + list(ns['phys'])) or 'no interface'} moved in, tunnel "
+            f"{', '.join(ns['tunnel']) or '(none)'} in the main namespace, handshake {_ago(hs)} "
+            "(`wgns physical status` for the rest)"
+        )
     broken = ns.get("broken") or []
     shown_phase = f"BROKEN (recorded {ns['phase']})" if broken else ns["phase"]
     lines = [

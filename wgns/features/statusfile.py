@@ -183,11 +183,25 @@ def refresh_physical(doc: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     ifnames = [str(i["ifname"]) for i in doc.get("interfaces") or [] if "ifname" in i]
     kept = {k: v for k, v in doc.items() if k not in ("interfaces", "name", "format")}
+    if isinstance(doc.get("tunnel"), list):  # the tunnel, in this (the main) namespace
+        kept["latest_handshake"] = latest_handshake([str(i) for i in doc["tunnel"]])
     try:
         return publish(ns, {**kept, **linkinfo.physical_link(ns, ifnames or None)})
     except (WgnsError, OSError, ValueError) as e:
         log.info("wgns: %s: cannot publish its status for status bars: %s", ns, e)
         return None
+
+
+def latest_handshake(ifnames: list[str]) -> int:
+    """The most recent handshake (unix time, 0: none) of devices IFNAMES of this namespace."""
+    from wgns.wireguard import dump
+
+    latest = 0
+    for ifname in ifnames:
+        dev = dump.show(ifname, ns=None)
+        if dev is not None:
+            latest = max([latest, *(p.latest_handshake for p in dev.peers)])
+    return latest
 
 
 def collect(rec: state.Record) -> dict[str, Any]:

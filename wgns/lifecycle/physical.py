@@ -263,9 +263,20 @@ def up(profile: Profile, ifaces: tuple[str, ...], *, deadman: float) -> state.Re
                 raise
             record.phase = "up"
             state.save(record)
-    # The status bar (issue 14, item 4) is published from here: status_data(record) with
-    # "kind": "physical", by wgns.features.statusfile (and withdrawn by `down`).
+    publish(record)
     return record
+
+
+def publish(rec: state.Record) -> None:
+    """The status bars' copy (wgns.features.statusfile, docs/status.md): the links as seen from
+    inside NS and the tunnel's handshake, nothing secret; withdrawn by `down`. Never raises."""
+    from wgns.features import linkinfo, statusfile
+
+    try:
+        links = linkinfo.physical_link(rec.ns)
+        statusfile.publish(rec.ns, {**status_data(rec), "kind": KIND, **links})
+    except (WgnsError, OSError, ValueError) as e:
+        log.info("wgns: %s: cannot publish its status for status bars: %s", rec.ns, e)
 
 
 def physical_records() -> list[str]:
@@ -324,7 +335,8 @@ def status_data(rec: state.Record) -> dict[str, Any]:
     publishes this with wgns.features.statusfile.publish(ns, {**this, "kind": "physical"}),
     with wgns.features.linkinfo.physical_link(ns, links) for the links' own state.)"""
     from wgns.features.physical_daemons import StartNetDaemon
-    from wgns.lifecycle.physical_deadman import DeadManSwitch, latest_handshake
+    from wgns.features.statusfile import latest_handshake
+    from wgns.lifecycle.physical_deadman import DeadManSwitch
 
     daemons = {d.daemon: d.alive() for d in rec.find(StartNetDaemon)}
     ifnames = [str(i["ifname"]) for i in rec.interfaces]

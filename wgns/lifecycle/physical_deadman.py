@@ -1,7 +1,7 @@
 """Physical mode's dead-man switch: a watcher process, started last by physical `up`, that
 gives everything back (physical `down`: interfaces moved home with their state, daemons
 restarted there) when no handshake arrives within its timeout. After the first handshake it
-exits: its work is done.
+stays only to keep the namespace's status file current (status bars read it without root).
 
 Run as `python -m wgns.lifecycle.physical_deadman NS TIMEOUT IFNAME...` by the op
 :class:`DeadManSwitch`, in its own session so that it outlives the `wgns` that started it; its
@@ -16,7 +16,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from wgns.engine import state
 from wgns.engine.ops.base import Context, Op
+from wgns.features import statusfile
 from wgns.system.processes import (
     Supervised,
     log_path,
@@ -24,19 +26,11 @@ from wgns.system.processes import (
     remove_log,
     stop_process,
 )
-from wgns.wireguard import dump
 
 POLL = 0.5
 
 
-def latest_handshake(ifnames: list[str]) -> int:
-    """The most recent handshake (unix time, 0: none) of the devices IFNAMES (here)."""
-    latest = 0
-    for ifname in ifnames:
-        dev = dump.show(ifname, ns=None)
-        if dev is not None:
-            latest = max([latest, *(p.latest_handshake for p in dev.peers)])
-    return latest
+latest_handshake = statusfile.latest_handshake  # also what `physical status` shows
 
 
 class Watcher(Supervised):
@@ -86,10 +80,12 @@ class DeadManSwitch(Op):
         ctx.checkpoint()
 
     def state(self) -> str:
-        """ "watching", "disarmed" (a handshake came) or "gone"."""
-        if process_alive(int(self.result.get("pid", 0)), self.result.get("starttime")):
-            return "watching"
-        return "disarmed" if latest_handshake(self.ifnames) else "gone"
+        """ "watching", "disarmed" (a handshake came: the watcher then only keeps the status
+        file current) or "gone"."""
+        if latest_handshake(self.ifnames):
+            return "disarmed"
+        alive = process_alive(int(self.result.get("pid", 0)), self.result.get("starttime"))
+        return "watching" if alive else "gone"
 
     def undo(self, ctx: Context) -> None:
         pid = int(self.result.get("pid", 0))
@@ -104,6 +100,7 @@ def watch(ns: str, timeout: float, ifnames: list[str]) -> int:
     while time.monotonic() < deadline:
         if latest_handshake(ifnames):
             print(f"wgns: {ns}: handshake: dead-man switch disarmed", file=sys.stderr)
+            keep_status(ns)
             return 0
         time.sleep(POLL)
     from wgns.lifecycle import down
@@ -113,6 +110,14 @@ def watch(ns: str, timeout: float, ifnames: list[str]) -> int:
     for e in errors:
         print(f"wgns: {ns}: {e}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def keep_status(ns: str) -> None:
+    """Disarmed, the watcher stays to keep NS's status file current for status bars (which run
+    without root and only read it) until NS's record is gone; `down` stops it."""
+    while os.path.exists(state.path_of(ns)):
+        statusfile.refresh(ns)
+        time.sleep(statusfile.REFRESH)
 
 
 if __name__ == "__main__":

@@ -54,19 +54,16 @@ if TYPE_CHECKING:
 #: How a process in a namespace would reach a resolver over the host's network, whatever its
 #: network namespace: unix sockets in the file system (a network namespace does not separate
 #: those) of nscd, of systemd-resolved (nss-resolve's varlink socket, its stub files), of avahi
-#: (nss-mdns), and the D-Bus system bus (resolved's D-Bus API). Directories first, then sockets.
-#: `wgns exec` covers each directory, and each socket's directory, with an empty tmpfs;
-#: `wgns confine` makes them InaccessiblePaths= (wgns.integrations.systemd.confine).
-HIDDEN_DIRS = ("/run/nscd", "/run/systemd/resolve", "/run/avahi-daemon")
-HIDDEN_SOCKETS = ("/run/dbus/system_bus_socket",)
-HIDDEN_PATHS = HIDDEN_DIRS + HIDDEN_SOCKETS
-#: The directories `wgns exec` covers: those above, the sockets' directories, and the /var/run
-#: twins of all (/var/run is not a link to /run everywhere).
-BACKDOOR_DIRS = tuple(
-    twin
-    for d in HIDDEN_DIRS + tuple(p[: p.rfind("/")] for p in HIDDEN_SOCKETS)
-    for twin in (d, "/var" + d)
-)
+#: (nss-mdns), and the D-Bus system bus (resolved's D-Bus API). Whole directories, never a
+#: socket file: a mount on a file is detached by the kernel in every other mount namespace when
+#: the host unlinks it (dbus-daemon restarting makes its socket anew), and the new socket would
+#: be reachable. `wgns exec` covers each with an empty tmpfs; `wgns confine` makes them
+#: InaccessiblePaths= (wgns.integrations.systemd.confine).
+HIDDEN_PATHS = ("/run/nscd", "/run/systemd/resolve", "/run/avahi-daemon", "/run/dbus")
+HIDDEN_DIRS = HIDDEN_PATHS
+#: The directories `wgns exec` covers: those above and their /var/run twins (/var/run is not a
+#: link to /run everywhere).
+BACKDOOR_DIRS = tuple(twin for d in HIDDEN_DIRS for twin in (d, "/var" + d))
 #: Where `wgns up` mounts each namespace's /etc view (wgns.features.etcview mounts it).
 VIEW_ROOT = "/run/wgns/view"
 #: Files of /etc/netns/NS without which `wgns exec` refuses to run anything.
