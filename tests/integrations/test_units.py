@@ -4,6 +4,7 @@ says what docs/systemd.md promises, and the installer writes the files with thei
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -290,3 +291,26 @@ def test_after_a_start_killed_half_way_the_unit_gives_everything_back(
     env = {"PATH": os.environ["PATH"], "SERVICE_RESULT": result}
     subprocess.run(argv, env=env, check=True, timeout=30)
     assert (calls.read_text() if calls.exists() else "") == ("physical down\n" if runs_down else "")
+
+
+@needs_analyze
+def test_the_drop_in_of_docs_physical_md_verifies_and_gives_the_options(tmp_path: Path) -> None:
+    """docs/physical.md's `systemctl edit` example: systemd takes it without a word (unquoted,
+    Environment= would drop "60" and the rest as assignments of their own), and its value,
+    unquoted as systemd unquotes it, is the options `wgns physical up` gets."""
+    from wgns.cli import build_parser
+
+    text = (REPO / "docs" / "physical.md").read_text()
+    (dropin,) = re.findall(r"```ini\n(# systemctl edit wgns-physical@home\n.*?)```", text, re.S)
+    units.install(_launcher(tmp_path), tmp_path / "units", tmp_path / "gen")
+    where = tmp_path / "units" / "wgns-physical@home.service.d"
+    where.mkdir()
+    (where / "override.conf").write_text(dropin)
+    r = verify(tmp_path / "units", "wgns-physical@home.service")
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+    (env,) = _directives(dropin)["Environment"]
+    (assignment,) = shlex.split(env)
+    name, _, value = assignment.partition("=")
+    assert name == "WGNS_PHYSICAL_ARGS"
+    args = build_parser().parse_args(["physical", "up", *value.split(), "home"])
+    assert (args.deadman, args.iface) == (60, ["enp4s0", "wlp6s0"])
