@@ -172,3 +172,12 @@ def test_test_folders_mirror_the_package(tests_dir: Path) -> None:
     if tests_dir.name in ("vm", "data", "__pycache__"):
         return
     assert (PACKAGE / tests_dir.name).is_dir(), f"tests/{tests_dir.name}/ mirrors no wgns package"
+
+
+def test_test_files_have_names_of_their_own() -> None:
+    """The test folders are not packages: pytest imports each file by its base name, so two
+    files of one name in two folders stop the whole run at collection."""
+    seen: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        other = seen.setdefault(path.name, path)
+        assert other == path, f"{path.relative_to(ROOT)} and {other.relative_to(ROOT)}"
