@@ -10,6 +10,7 @@ import dataclasses
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,11 @@ def _parse_junit(path: Path) -> list[GuestCase]:
 
 
 def run_guest_pytest(
-    files: tuple[str, ...], init: harness.InitMode, outdir: Path, timeout: float
+    files: tuple[str, ...],
+    init: harness.InitMode,
+    outdir: Path,
+    timeout: float,
+    root_trees: Sequence[Path] = (),
 ) -> GuestRun:
     report = f"{harness.GUEST_OUT}/junit-{init}.xml"
     cmd = [
@@ -97,7 +102,8 @@ def run_guest_pytest(
     print(f"\n--- VM ({init}): {' '.join(cmd[1:])}", flush=True)
     # no third-party pytest plugins in the guest: importing them costs seconds under emulation
     env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    res = harness.run(cmd, init=init, timeout=timeout * timeout_factor(), outdir=outdir, env=env)
+    res = harness.run(cmd, init=init, timeout=timeout * timeout_factor(), outdir=outdir, env=env,
+                      root_trees=root_trees)  # fmt: skip
     print(
         f"--- VM ({init}): exit {res.returncode}, boot {res.boot_seconds:.1f} s, "
         f"total {res.total_seconds:.1f} s ({res.accel})",
