@@ -19,7 +19,15 @@ from tests.vm import harness
 
 GUEST_DIR = "tests/vm/guest"
 PLAIN_FILES = ("test_guest_hwsim.py", "test_guest_wireguard.py", "test_guest_wgns.py")
-SYSTEMD_FILES = ("test_guest_systemd.py",)
+# one boot runs them all, in this order: the boot check first (what the boot started), the
+# health check last (it moves the provider's server and takes the guest's uplink down and up)
+SYSTEMD_FILES = (
+    "test_guest_sd_boot.py",
+    "test_guest_systemd.py",
+    "test_guest_sd_unit.py",
+    "test_guest_sd_confine.py",
+    "test_guest_sd_health.py",
+)
 
 
 def timeout_factor() -> float:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from wgns.system import sdnotify  # noqa: E402
-from wgns.testing.sandbox import Sandbox  # noqa: E402
-from wgns.testing.sim import provider as sim  # noqa: E402
+from wgns.system import sdnotify
+from wgns.testing.sandbox import Sandbox
+from wgns.testing.sim import provider as sim
 
 FACTS = Path("/run/wgvm/provider.json")
 PROFILES = Path("/etc/wgns")
