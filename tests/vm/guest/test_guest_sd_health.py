@@ -152,8 +152,10 @@ def test_repairs_keep_the_processes_inside_and_traffic_comes_back(
         t = time.time()
         os.kill(daemon, signal.SIGKILL)
         sdutil.wait_for("the daemon to be repaired", lambda: said("repaired in place") > repaired)
+        seen = time.time()
         assert int(status()["interfaces"][0]["daemon"]["pid"]) != daemon
-        timings["daemon killed"] = pinger.first_after(t + 0.3, "after the daemon was killed") - t
+        # (an upper bound: the time to notice the journal line is in it)
+        timings["daemon killed"] = pinger.first_after(seen, "after the daemon was repaired") - t
 
         # 2. the server moves to a new address, and the host name with it (nscd's and
         # resolved's /etc/hosts); the old address goes: the loop looks the name up again
@@ -166,7 +168,8 @@ def test_repairs_keep_the_processes_inside_and_traffic_comes_back(
         sh("ip", "-n", server["netns"], "route", "replace", "default", "via", server["isp_v4"])
         sdutil.wait_for("the moved name to be followed",
                         lambda: said(f"now resolves to {MOVED}") > 0)  # fmt: skip
-        timings["endpoint moved"] = pinger.first_after(t + 1, "after the endpoint moved") - t
+        seen = time.time()
+        timings["endpoint moved"] = pinger.first_after(seen, "after the endpoint moved") - t
         peer = status()["interfaces"][0]["peers"][0]
         assert peer["endpoint"] == f"{MOVED}:{server['port']}"
 
