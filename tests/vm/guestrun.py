@@ -104,7 +104,7 @@ def run_guest_pytest(
     report = f"{harness.GUEST_OUT}/junit-{init}.xml"
     cmd = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--noconftest",
-        "-o", "addopts=", "-rA", "-v", f"--junitxml={report}",
+        "-o", "addopts=", "-rA", "-v", "--durations=0", f"--junitxml={report}",
         *(f"{GUEST_DIR}/{f}" for f in files),
     ]  # fmt: skip
     print(f"\n--- VM ({init}): {' '.join(cmd[1:])}", flush=True)

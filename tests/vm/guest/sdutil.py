@@ -171,15 +171,38 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 PROBE = Path("/run/wgvm/probe.sh")
 # the distribution's Python, which any user may run (this one may live under /root)
 PROBE_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+PROBE_PY = Path("/run/wgvm/probe.py")
+BACKDOORS = (
+    "/run/nscd/socket",
+    "/run/systemd/resolve/io.systemd.Resolve",
+    "/run/dbus/system_bus_socket",
+)
+PROBE_PY_TEXT = f"""import json, socket, sys
+out = sys.argv[1]
+# how Python resolves: getaddrinfo, as any program would
+with open(out + "/gai", "w") as f:
+    gai = socket.getaddrinfo("{TEST_NAME}", 80, type=socket.SOCK_STREAM)
+    print(json.dumps(sorted({{a[4][0] for a in gai}})), file=f)
+# the name-service daemons' sockets it can connect to (a hidden one may exist, but no one
+# listens behind what systemd mounts over it)
+with open(out + "/sockets", "w") as f:
+    for path in {BACKDOORS!r}:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            print(path, file=f)
+        except OSError:
+            pass
+        finally:
+            s.close()
+"""
 PROBE_TEXT = f"""#!/bin/sh
 # what a test unit sees, written to its RuntimeDirectory; then it stays (for wgns check --unit)
 out="$RUNTIME_DIRECTORY"
 readlink /proc/self/ns/net > "$out/netns"
 curl -sS --max-time 60 http://{RIGHT_V4}/ > "$out/curl" 2>&1
 getent hosts {TEST_NAME} > "$out/getent" 2>&1
-{PROBE_PYTHON} -I -S -c 'import json, socket
-print(json.dumps(sorted({{a[4][0] for a in socket.getaddrinfo("{TEST_NAME}", 80,
-      type=socket.SOCK_STREAM)}})))' > "$out/gai" 2>&1
+{PROBE_PYTHON} -I -S {PROBE_PY} "$out" > "$out/python" 2>&1
 id -un > "$out/user"
 echo done > "$out/done"
 exec sleep infinity
@@ -203,6 +226,8 @@ def write_probe() -> None:
     PROBE.parent.mkdir(parents=True, exist_ok=True)
     PROBE.write_text(PROBE_TEXT)
     PROBE.chmod(0o755)
+    PROBE_PY.write_text(PROBE_PY_TEXT)
+    PROBE_PY.chmod(0o644)
 
 
 def probe_results(out: str, timeout: float = SAFETY) -> dict[str, str]:

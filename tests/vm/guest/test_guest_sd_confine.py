@@ -88,6 +88,7 @@ def test_confined_units_use_the_tunnel_and_its_dns_not_nscd_or_resolved() -> Non
             assert free["getent"].split()[0] == WRONG_V4, free
             assert WRONG_V4 in json.loads(free["gai"]), free
             assert free["curl"] == facts["host_v4"], free
+            assert free["sockets"].split() == list(sdutil.BACKDOORS), free
 
             right = {RIGHT_V4, RIGHT_V6}
             for unit, res in seen.items():
@@ -100,6 +101,8 @@ def test_confined_units_use_the_tunnel_and_its_dns_not_nscd_or_resolved() -> Non
                 addresses = json.loads(res["gai"])
                 assert RIGHT_V4 in addresses and WRONG_V4 not in addresses, where
                 assert set(addresses) <= right, where
+                # nscd's, resolved's and the system bus's sockets are hidden from it
+                assert res["sockets"] == "", where
             assert seen["wgvm-dyn.service"]["user"] != "root"
             # the tunnel's DNS answered them, from the tunnel address of x
             assert sdutil.TEST_NAME in tunnel_dns_queries(tunnel_client)
