@@ -10,7 +10,9 @@ writes reaches the host.
     fetch_kernel()        download + unpack the kernel into the cache (idempotent)
     build_initramfs(k)    the busybox initramfs (cpio newc, gzip), cached by content
     run(cmd, init=...)    boot, run ``cmd`` as root with cwd = the project checkout, stream its
-                          output line by line, return its exit status (VMResult)
+                          output line by line, return its exit status (VMResult); with
+                          ``root_trees=[DIR, ...]`` those directories are laid over the guest's
+                          root first (e.g. packages unpacked by tests/vm/guestpkgs.py)
 
 Boot modes: ``init="plain"`` (a shell script is PID 1, runs the command, powers off) and
 ``init="systemd"`` (systemd is PID 1; a oneshot unit runs the command, then powers off).

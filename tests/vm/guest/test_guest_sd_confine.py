@@ -9,8 +9,10 @@ getaddrinfo of whoami.test must get the tunnel DNS's answer (198.18.2.2), not th
 to everything else; `wgns check --unit` passes for them. The same probe in an unconfined unit
 gets the wrong answer and fails `wgns check --unit`: the probe can tell.
 
-Then: stopping wgns@x stops the confined units (BindsTo=); a unit confined to a namespace that
-cannot come up does not start (its probe never runs); `wgns confine --remove` leaves nothing.
+`wgns confine` reloads systemd itself (the units start right after it), and tells about a running
+unit that it stays where it is until restarted. Then: stopping wgns@x stops the confined units
+(BindsTo=); a unit confined to a namespace that cannot come up does not start (its probe never
+runs); `wgns confine --remove` leaves nothing.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ def test_confined_units_use_the_tunnel_and_its_dns_not_nscd_or_resolved() -> Non
             r = wgns("check", "--unit", FREE, "--echo-url", echo, check=False)
             assert r.returncode != 0, r.stdout + r.stderr
             assert "FAIL" in r.stdout
+
+            # confining a running unit says it runs where it is until restarted (and it does)
+            r = wgns("confine", FREE, NS)
+            assert f"{FREE} is running outside {NS} until `systemctl restart {FREE}`" in r.stderr
+            assert sdutil.pid_netns_inode(sdutil.main_pid(FREE)) == sdutil.pid_netns_inode(1)
+            r = wgns("confine", "--remove", FREE)
+            assert f"until `systemctl restart {FREE}`" in r.stderr, r.stderr
 
             # stopping the namespace stops what is confined to it (BindsTo=)
             pids = {unit: sdutil.main_pid(unit) for unit in CONFINED}
