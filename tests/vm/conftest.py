@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.vm import harness  # noqa: E402
+from tests.vm import guestpkgs, guestsetup, harness  # noqa: E402
 from tests.vm.guestrun import (  # noqa: E402
     PLAIN_FILES,
     SYSTEMD_FILES,
@@ -50,5 +50,9 @@ def guest_plain(vm_kernel: harness.Kernel, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def guest_systemd(vm_kernel: harness.Kernel, tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
-    """One boot with systemd as PID 1 that runs the systemd guest checks."""
-    return run_guest_pytest(SYSTEMD_FILES, "systemd", tmp_path_factory.mktemp("vm-sd"), 420)
+    """One boot with systemd as PID 1 that runs every systemd guest check, with nscd,
+    systemd-resolved and libnss-resolve unpacked into it and the set-up of
+    tests/vm/guestsetup.py laid over its root."""
+    trees = [*guestpkgs.fetch(), guestsetup.build(tmp_path_factory.mktemp("vm-sd-root"))]
+    return run_guest_pytest(SYSTEMD_FILES, "systemd", tmp_path_factory.mktemp("vm-sd"), 900,
+                            root_trees=trees)  # fmt: skip

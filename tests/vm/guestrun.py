@@ -10,6 +10,7 @@ import dataclasses
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,15 @@ from tests.vm import harness
 
 GUEST_DIR = "tests/vm/guest"
 PLAIN_FILES = ("test_guest_hwsim.py", "test_guest_wireguard.py", "test_guest_wgns.py")
-SYSTEMD_FILES = ("test_guest_systemd.py",)
+# one boot runs them all, in this order: the boot check first (what the boot started), the
+# health check last (it moves the provider's server and takes the guest's uplink down and up)
+SYSTEMD_FILES = (
+    "test_guest_sd_boot.py",
+    "test_guest_systemd.py",
+    "test_guest_sd_unit.py",
+    "test_guest_sd_confine.py",
+    "test_guest_sd_health.py",
+)
 
 
 def timeout_factor() -> float:
@@ -86,18 +95,23 @@ def _parse_junit(path: Path) -> list[GuestCase]:
 
 
 def run_guest_pytest(
-    files: tuple[str, ...], init: harness.InitMode, outdir: Path, timeout: float
+    files: tuple[str, ...],
+    init: harness.InitMode,
+    outdir: Path,
+    timeout: float,
+    root_trees: Sequence[Path] = (),
 ) -> GuestRun:
     report = f"{harness.GUEST_OUT}/junit-{init}.xml"
     cmd = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--noconftest",
-        "-o", "addopts=", "-rA", "-v", f"--junitxml={report}",
+        "-o", "addopts=", "-rA", "-v", "--durations=0", f"--junitxml={report}",
         *(f"{GUEST_DIR}/{f}" for f in files),
     ]  # fmt: skip
     print(f"\n--- VM ({init}): {' '.join(cmd[1:])}", flush=True)
     # no third-party pytest plugins in the guest: importing them costs seconds under emulation
     env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    res = harness.run(cmd, init=init, timeout=timeout * timeout_factor(), outdir=outdir, env=env)
+    res = harness.run(cmd, init=init, timeout=timeout * timeout_factor(), outdir=outdir, env=env,
+                      root_trees=root_trees)  # fmt: skip
     print(
         f"--- VM ({init}): exit {res.returncode}, boot {res.boot_seconds:.1f} s, "
         f"total {res.total_seconds:.1f} s ({res.accel})",

@@ -10,7 +10,9 @@ writes reaches the host.
     fetch_kernel()        download + unpack the kernel into the cache (idempotent)
     build_initramfs(k)    the busybox initramfs (cpio newc, gzip), cached by content
     run(cmd, init=...)    boot, run ``cmd`` as root with cwd = the project checkout, stream its
-                          output line by line, return its exit status (VMResult)
+                          output line by line, return its exit status (VMResult); with
+                          ``root_trees=[DIR, ...]`` those directories are laid over the guest's
+                          root first (e.g. packages unpacked by tests/vm/guestpkgs.py)
 
 Boot modes: ``init="plain"`` (a shell script is PID 1, runs the command, powers off) and
 ``init="systemd"`` (systemd is PID 1; a oneshot unit runs the command, then powers off).
@@ -27,7 +29,7 @@ only ``lo``.
 
 CLI::
 
-    python3 -m tests.vm.harness [--init plain|systemd] [--timeout S] -- CMD...
+    python3 -m tests.vm.harness [--init plain|systemd] [--timeout S] [--root-tree DIR] -- CMD...
     python3 -m tests.vm.harness --fetch-only
 
 Environment: ``WGNS_VM_CACHE`` (cache dir, default /var/cache/wgns-vm), ``WGNS_VM_ACCEL``
@@ -584,11 +586,22 @@ sleep 30
 """
 
 _PREPARE_PLAIN = """# sourced by the initramfs /init
-INIT="/bin/sh @GUEST_JOB@/plain-init"
+@ROOT_TREES@INIT="/bin/sh @GUEST_JOB@/plain-init"
+"""
+
+# Lays each root tree (9p tag wgnstreeN) over the guest's root: copied into the tmpfs overlay,
+# so that the guest sees those files as if installed (top-level dot files are left out).
+_COPY_TREE = """mkdir -p /mnt/tree@N@
+mount9p wgnstree@N@ /mnt/tree@N@ ro || fail "cannot mount root tree @N@ (9p tag wgnstree@N@)"
+for e in /mnt/tree@N@/*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    cp -a "$e" /newroot/ || fail "cannot copy root tree @N@ ($e) into the guest"
+done
+umount /mnt/tree@N@
 """
 
 _PREPARE_SYSTEMD = """# sourced by the initramfs /init
-[ -x /newroot/lib/systemd/systemd ] || \
+@ROOT_TREES@[ -x /newroot/lib/systemd/systemd ] || \
     fail "systemd is not installed on the host rootfs (apt-get install systemd)"
 units=/newroot/etc/systemd/system
 mkdir -p "$units"
@@ -664,10 +677,14 @@ def _write_job(
     cwd: Path,
     env: Mapping[str, str],
     nonce: str,
+    root_trees: int = 0,
 ) -> None:
+    trees = "".join(_COPY_TREE.replace("@N@", str(i)) for i in range(root_trees))
+
     def sub(s: str) -> str:
         return (
-            s.replace("@GUEST_JOB@", GUEST_JOB)
+            s.replace("@ROOT_TREES@", trees)
+            .replace("@GUEST_JOB@", GUEST_JOB)
             .replace("@NONCE@", nonce)
             .replace("@PORT@", OUT_PORT)
             .replace("@MASK@", " ".join(SYSTEMD_MASK))
@@ -844,6 +861,7 @@ def _qemu_argv(
     outdir: Path | None,
     verbose: bool,
     append_extra: Sequence[str] = (),
+    root_trees: Sequence[Path] = (),
 ) -> list[str]:
     append = [
         "console=ttyS0",
@@ -886,6 +904,12 @@ def _qemu_argv(
             "-virtfs",
             f"local,path={outdir},mount_tag=wgnsout,security_model=none,multidevs=remap",
         ]
+    for i, tree in enumerate(root_trees):
+        argv += [
+            "-virtfs",
+            f"local,path={tree},mount_tag=wgnstree{i},security_model=none,readonly=on,"
+            "multidevs=remap",
+        ]
     return argv
 
 
@@ -920,6 +944,7 @@ def run(
     verbose: bool | None = None,
     cache: Path | None = None,
     kernel_args: Sequence[str] = (),
+    root_trees: Sequence[Path | str] = (),
 ) -> VMResult:
     """Boot the VM, run ``cmd`` in it as root (cwd ``cwd``), return its exit status.
 
@@ -927,6 +952,9 @@ def run(
     ``io.StringIO()`` or similar to capture it elsewhere). ``VMResult.output`` has it exactly;
     the stream gets whole lines only (a last line without a newline gets one there).
     ``outdir`` (a host directory) is shared read-write at ``$WGNS_VM_OUT`` in the guest.
+    ``root_trees`` (host directories, e.g. unpacked packages from :mod:`tests.vm.guestpkgs`) are
+    laid over the guest's root in that order before it boots: their files are copied into the
+    tmpfs overlay (a later tree wins; top-level dot files are left out).
     ``timeout`` covers everything from qemu's start to its exit; qemu is killed when it runs out
     (:class:`VMTimeout`). Raises :class:`VMError` with the console's last lines when the VM
     cannot boot or the command's exit status never arrives.
@@ -943,10 +971,14 @@ def run(
     requested = accel or os.environ.get("WGNS_VM_ACCEL") or "auto"
     acc = _choose_accel(requested, kernel, initrd)
     outpath = Path(outdir).resolve() if outdir is not None else None
+    trees = tuple(Path(t).resolve() for t in root_trees)
+    for t in trees:
+        if not t.is_dir():
+            raise VMError(f"root tree {t} is not a directory")
     t0 = time.monotonic()
     try:
         return _run_once(cmd, init, kernel, initrd, acc, timeout, cwd, env, sink, outpath,
-                         memory, smp, verbose, kernel_args)  # fmt: skip
+                         memory, smp, verbose, kernel_args, trees)  # fmt: skip
     except VMBootError:
         if not (requested == "auto" and acc == "kvm"):
             raise
@@ -957,7 +989,7 @@ def run(
     rest = max(1.0, timeout - (time.monotonic() - t0))
     try:
         return _run_once(cmd, init, kernel, initrd, "tcg", rest, cwd, env, sink, outpath,
-                         memory, smp, verbose, kernel_args)  # fmt: skip
+                         memory, smp, verbose, kernel_args, trees)  # fmt: skip
     except VMBootError:
         _kvm_ok = True  # TCG cannot boot it either: not KVM's fault
         raise
@@ -978,16 +1010,18 @@ def _run_once(
     smp: int,
     verbose: bool,
     kernel_args: Sequence[str],
+    root_trees: Sequence[Path] = (),
 ) -> VMResult:
     nonce = secrets.token_hex(8)
     with tempfile.TemporaryDirectory(prefix="wgns-vm-") as tmp:
         job = Path(tmp) / "job"
         job.mkdir()
-        _write_job(job, cmd, init, Path(cwd).resolve(), _guest_env(env, outpath is not None), nonce)
+        _write_job(job, cmd, init, Path(cwd).resolve(), _guest_env(env, outpath is not None), nonce,
+                   len(root_trees))  # fmt: skip
         sock = Path(tmp) / "out.sock"
         argv = _qemu_argv(
             kernel, initrd, job, sock, init=init, accel=acc, memory=memory, smp=smp,
-            outdir=outpath, verbose=verbose, append_extra=kernel_args,
+            outdir=outpath, verbose=verbose, append_extra=kernel_args, root_trees=root_trees,
         )  # fmt: skip
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
             listener.bind(str(sock))
@@ -1138,6 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cwd", default=str(PROJECT_ROOT), help="cwd in the guest")
     ap.add_argument("--outdir", default=None,
                     help="host dir shared read-write at $WGNS_VM_OUT in the guest")  # fmt: skip
+    ap.add_argument("--root-tree", action="append", default=[], metavar="DIR",
+                    help="lay DIR over the guest's root before it boots (repeatable)")  # fmt: skip
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the console to stderr")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     args = ap.parse_args(argv)
@@ -1163,6 +1199,7 @@ def main(argv: list[str] | None = None) -> int:
             smp=args.smp,
             accel=args.accel,
             verbose=args.verbose or None,
+            root_trees=args.root_tree,
         )
     except VMError as e:
         print(str(e), file=sys.stderr)
