@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,23 +69,12 @@ def register(
 
 
 def _addresses(ns: str) -> dict[str, dict[str, Any]]:
-    if not netns.exists(ns):
+    from wgns.features import statusfile
+
+    try:
+        return statusfile.links_of(ns) if netns.exists(ns) else {}
+    except WgnsError:  # the namespace went away meanwhile: what is missing says so
         return {}
-    proc = subprocess.run(["ip", "-n", ns, "-j", "address", "show"], capture_output=True, text=True)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return {}
-    out = {}
-    for link in json.loads(proc.stdout):
-        out[link["ifname"]] = {
-            "mtu": link.get("mtu"),
-            "up": "UP" in link.get("flags", []),
-            "addresses": [
-                f"{a['local']}/{a['prefixlen']}"
-                for a in link.get("addr_info", [])
-                if a.get("scope") != "link"
-            ],
-        }
-    return out
 
 
 def _comm(pid: int) -> str:

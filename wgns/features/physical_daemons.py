@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wgns.engine.ops.base import Context, Op
@@ -38,11 +38,11 @@ class InView(Supervised):
     network, /etc/netns/NS/* at /etc, its own /sys (wgns.system.execview.enter, in the child
     between fork and exec)."""
 
-    def start(self, ns: str | None, log_path: str) -> tuple[int, int | None]:
+    install_hint = "apt install dhcpcd-base"
+
+    def child_setup(self, ns: str | None) -> Callable[[], None] | None:
         if ns is None:
-            return super().start(None, log_path)
-        os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
-        argv = self.argv()
+            return None
         where = ns
 
         # preexec_fn: the executor runs no thread of its own at this op (no link move of the
@@ -50,24 +50,7 @@ class InView(Supervised):
         def enter() -> None:  # in the child: single-threaded, about to exec
             execview.enter(where)
 
-        with open(log_path, "ab") as log:
-            try:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=self.env(),
-                    start_new_session=True,
-                    preexec_fn=enter,
-                )
-            except FileNotFoundError:
-                raise WgnsError(
-                    f"{argv[0]} is not installed", hint="apt install dhcpcd-base"
-                ) from None
-        self._log = log_path
-        self._started = time.monotonic()
-        return self._proc.pid, proc_starttime(self._proc.pid)
+        return enter
 
 
 class Dhcpcd(InView):

@@ -209,7 +209,7 @@ def collect(rec: state.Record) -> dict[str, Any]:
     from wgns.features.check import health
 
     exists = netns.exists(rec.ns)
-    links = _links(rec.ns) if exists else {}
+    links = links_of(rec.ns) if exists else {}
     backend = health.backend_of(rec)
     interfaces = []
     for entry in rec.interfaces:
@@ -363,8 +363,9 @@ def _counters(d: Mapping[str, Any]) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
-def _links(ns: str) -> dict[str, dict[str, Any]]:
-    """ifname -> up, mtu, addresses (no link-local) of namespace NS."""
+def links_of(ns: str) -> dict[str, dict[str, Any]]:
+    """ifname -> up, mtu, addresses (no link-local) of namespace NS (`wgns status` shows them
+    too); a WgnsError when `ip` cannot read NS."""
     from wgns.features.check.facts import ip_json
 
     out = {}

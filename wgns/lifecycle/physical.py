@@ -29,7 +29,6 @@ from typing import Any
 
 from wgns import log
 from wgns.engine import state
-from wgns.engine.executor import Executor
 from wgns.engine.ops import (
     AddNetns,
     ConfigureWireguard,
@@ -53,7 +52,7 @@ from wgns.features.physical_ops import (
 )
 from wgns.lifecycle import probe
 from wgns.lifecycle.plan import routes_for
-from wgns.lifecycle.up import _rollback_on_signals
+from wgns.lifecycle.up import apply_fresh
 from wgns.profile.model import Profile
 from wgns.system import names, netns
 from wgns.system.links import link_exists
@@ -250,19 +249,7 @@ def up(profile: Profile, ifaces: tuple[str, ...], *, deadman: float) -> state.Re
             lock.release_files = True
             raise
         record = _record(profile, facts)
-        ops = plan(profile, facts, deadman=deadman)
-        with _rollback_on_signals():
-            try:
-                Executor(record).apply_all(ops)
-            except BaseException:
-                if record.journal:  # what the rollback could not undo: `down` tries again
-                    state.save(record)
-                else:
-                    state.remove(ns)
-                    lock.release_files = True
-                raise
-            record.phase = "up"
-            state.save(record)
+        apply_fresh(record, plan(profile, facts, deadman=deadman), lock)
     publish(record)
     return record
 

@@ -197,6 +197,24 @@ def _refuse_physical(rec: state.Record | None) -> None:
         )
 
 
+def apply_fresh(record: state.Record, ops: list[Op], lock: state.Lock) -> None:
+    """Apply OPS, journaled in the new RECORD, rolled back on a failure or a SIGTERM/SIGINT;
+    what the rollback could not undo stays journaled for `down`, and with nothing left /run/wgns
+    is as it was. Then phase "up", saved. The caller holds LOCK, the namespace's."""
+    with _rollback_on_signals():
+        try:
+            Executor(record).apply_all(ops)
+        except BaseException:
+            if record.journal:  # what the rollback could not undo: `down` tries again
+                state.save(record)
+            else:
+                state.remove(record.ns)
+                lock.release_files = True  # leave /run/wgns as it was before this `up`
+            raise
+        record.phase = "up"
+        state.save(record)
+
+
 def plan(
     profile: Profile, *, reload: bool = False, target: Target | None = None
 ) -> tuple[str, list[Op]]:
@@ -294,19 +312,7 @@ def _up(profile: Profile, *, reload: bool, target: Target | None) -> UpResult:
             lock.release_files = True
             raise
         record = _new_record(profile, facts)
-        ops = plan_up(profile, facts)
-        with _rollback_on_signals():
-            try:
-                Executor(record).apply_all(ops)
-            except BaseException:
-                if record.journal:  # what the rollback could not undo: `down` tries again
-                    state.save(record)
-                else:
-                    state.remove(ns)
-                    lock.release_files = True  # leave /run/wgns as it was before this `up`
-                raise
-            record.phase = "up"
-            state.save(record)
+        apply_fresh(record, plan_up(profile, facts), lock)
     return UpResult(ns, "repaired" if notes else "up", facts.backend, ifnames, notes)
 
 

@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 from wgns.errors import WgnsError
 from wgns.system import netns
@@ -168,12 +169,21 @@ class Supervised:
         """Descriptors the daemon inherits (beside stdin, stdout and stderr)."""
         return ()
 
+    #: What to do when the daemon's program is missing.
+    install_hint = "run scripts/install.sh"
+
+    def child_setup(self, ns: str | None) -> Callable[[], None] | None:
+        """What the forked child runs just before exec to put itself in NS; None: the calling
+        thread enters NS's network namespace around the fork instead."""
+        return None
+
     def start(self, ns: str | None, log_path: str) -> tuple[int, int | None]:
         """Start the daemon in NS (None: the calling thread's namespace), its stderr appended to
         LOG_PATH; return its pid and start time at once (see wait_ready)."""
         os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
         argv = self.argv()
-        with open(log_path, "ab") as log, netns.entered(ns):
+        setup = self.child_setup(ns)
+        with open(log_path, "ab") as log, netns.entered(None if setup else ns):
             try:
                 self._proc = subprocess.Popen(
                     argv,
@@ -183,11 +193,10 @@ class Supervised:
                     env=self.env(),
                     start_new_session=True,
                     pass_fds=self.pass_fds(),
+                    preexec_fn=setup,
                 )
             except FileNotFoundError:
-                raise WgnsError(
-                    f"{argv[0]} is not installed", hint="run scripts/install.sh"
-                ) from None
+                raise WgnsError(f"{argv[0]} is not installed", hint=self.install_hint) from None
         self._log = log_path
         self._started = time.monotonic()
         pid = self._proc.pid
