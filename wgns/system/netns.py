@@ -110,19 +110,25 @@ def _share_run_dir() -> None:
         mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC)
 
 
-def add(name: str) -> None:
-    """Create /run/netns/NAME exactly as `ip netns add` does, without a process: a fresh network
-    namespace (made by this thread, which then returns home) bind-mounted on the file."""
+def _mount_point(name: str, verb: str) -> None:
+    """/run/netns/NAME, a new empty file (a namespace is bind-mounted on it), in a /run/netns
+    shared as `ip netns` shares it; VERB says what could not be done in the error."""
     try:
         _share_run_dir()
         fd = posix.open(
             path_of(name), posix.O_RDONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0
         )
     except FileExistsError:
-        raise WgnsError(f"cannot create namespace {name}: /run/netns/{name} exists") from None
+        raise WgnsError(f"cannot {verb} namespace {name}: /run/netns/{name} exists") from None
     except OSError as e:
-        raise WgnsError(f"cannot create namespace {name}: {e.strerror}") from e
+        raise WgnsError(f"cannot {verb} namespace {name}: {e.strerror}") from e
     posix.close(fd)
+
+
+def add(name: str) -> None:
+    """Create /run/netns/NAME exactly as `ip netns add` does, without a process: a fresh network
+    namespace (made by this thread, which then returns home) bind-mounted on the file."""
+    _mount_point(name, "create")
     home = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         unshare(CLONE_NEWNET)
@@ -142,16 +148,7 @@ def attach(name: str, nsfd: int) -> None:
     """Name the network namespace open as NSFD (a process's /proc/PID/ns/net) NAME, as `ip netns
     attach NAME PID` does: a bind mount of it on /run/netns/NAME. :func:`delete` removes the
     name only; the namespace lives on while its processes do."""
-    try:
-        _share_run_dir()
-        fd = posix.open(
-            path_of(name), posix.O_RDONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0
-        )
-    except FileExistsError:
-        raise WgnsError(f"cannot name namespace {name}: /run/netns/{name} exists") from None
-    except OSError as e:
-        raise WgnsError(f"cannot name namespace {name}: {e.strerror}") from e
-    posix.close(fd)
+    _mount_point(name, "name")
     try:
         mount(f"/proc/self/fd/{nsfd}", path_of(name), "none", MS_BIND)
     except OSError as e:
