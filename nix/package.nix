@@ -14,6 +14,7 @@
   procps,
   curl,
   dnsutils,
+  iw,
 }:
 
 let
@@ -62,6 +63,7 @@ python3Packages.buildPythonApplication {
         procps
         curl
         dnsutils
+        iw
       ]
     }"
   ];
