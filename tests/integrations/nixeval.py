@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,20 @@ ENV_LIB = "WGNS_NIXPKGS_LIB"
 SNAPSHOT = REPO.parent / "shared" / "nixpkgs-lib"
 
 
+#: nix's state (its database, gc roots) for the tests: evaluating needs none, but nix makes
+#: /nix/var/nix on the machine unless told to put it elsewhere
+STATE_DIR = os.path.join(tempfile.gettempdir(), f"wgns-nix-state-{os.getuid()}")
+
+
 def _env() -> dict[str, str]:
     # Debian's nix.conf names a build-users group the package does not create: evaluating
     # builds nothing, so none is needed (and the warning it prints is noise)
-    return {**os.environ, "NIX_CONFIG": "build-users-group =", "LC_ALL": "C.UTF-8"}
+    return {
+        **os.environ,
+        "NIX_CONFIG": "build-users-group =",
+        "LC_ALL": "C.UTF-8",
+        "NIX_STATE_DIR": STATE_DIR,
+    }
 
 
 def _lib_dir(path: Path) -> Path | None:
