@@ -33,6 +33,14 @@ def test_wireless_phys_and_their_netdevs(tmp_path: Path) -> None:
     assert pl.wireless_phys(str(tmp_path / "nothing")) == {}
 
 
+def test_iw_phy_names_the_phys_of_this_namespace() -> None:
+    """/sys/class/ieee80211 lists every phy, also one moved into another namespace (an access
+    point's); `iw phy` (nl80211, per namespace) says which are here: only those move."""
+    text = "Wiphy phy0\n\twiphy index: 0\n\tmax # scan SSIDs: 255\nWiphy phy7\n\tBand 1:\n"
+    assert pl.parse_iw_phys(text) == {"phy0", "phy7"}
+    assert pl.parse_iw_phys("") == set()
+
+
 def test_restore_lines_give_back_mtu_state_addresses_then_routes() -> None:
     snap = {
         "up": True,

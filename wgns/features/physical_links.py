@@ -90,10 +90,29 @@ def phy_of(ifname: str, sys_root: str = SYS) -> str | None:
         return None
 
 
+def parse_iw_phys(text: str) -> set[str]:
+    """The phys named by `iw phy` output ("Wiphy phy0" lines)."""
+    return {
+        ln.split()[1] for ln in text.splitlines() if ln.startswith("Wiphy ") and len(ln.split()) > 1
+    }
+
+
+def phys_here() -> set[str] | None:
+    """The wireless phys of this network namespace, as nl80211 lists them (None: `iw` cannot
+    say). /sys/class/ieee80211 lists every phy of the machine, also those moved into another
+    namespace (an access point's, another physical mode's), which cannot be moved from here."""
+    proc = run(["iw", "phy"], check=False)
+    if proc.returncode != 0:
+        return None
+    return parse_iw_phys(proc.stdout)
+
+
 def choose(listed: tuple[str, ...], sys_root: str = SYS) -> Chosen:
-    """LISTED interfaces (empty: the default routes' links and every wireless phy), split into
-    links moved by name and phys moved whole."""
+    """LISTED interfaces (empty: the default routes' links and every wireless phy of this
+    namespace), split into links moved by name and phys moved whole."""
     phys = wireless_phys(sys_root)
+    if phys and sys_root == SYS and (here := phys_here()) is not None:
+        phys = {p: d for p, d in phys.items() if p in here}
     names = list(listed) if listed else default_route_links()
     chosen_phys: dict[str, tuple[str, ...]] = {} if listed else dict(phys)
     links: list[str] = []
