@@ -98,6 +98,14 @@ class MovePhy(Op):
             if back.returncode == 0:
                 self.result["moved"] = True
                 ctx.checkpoint()
+            elif any(links.link_exists(d, ns=self.ns) for d in self.netdevs):
+                # still inside: its daemons must not be started here (they would wait for it)
+                raise WgnsError(
+                    f"cannot move {self.phy} back from {self.ns}: "
+                    f"{(back.stderr or back.stdout).strip() or f'iw exited {back.returncode}'}",
+                    hint=f"`ip netns exec {self.ns} iw phy {self.phy} set netns 1`, then "
+                    "`wgns physical down` again",
+                )
         if not self.result.get("moved") or self.result.get("restored"):
             return  # never moved: nothing to give back
         errors = []
