@@ -83,6 +83,15 @@ def wireless_phys(sys_root: str = SYS) -> dict[str, tuple[str, ...]]:
     return {p: tuple(d) for p, d in phys.items()}
 
 
+def phy_index(phy: str, sys_root: str = SYS) -> int | None:
+    """PHY's wiphy index (kept when it changes namespace: `iw phy#N` finds it anywhere)."""
+    try:
+        with open(f"{sys_root}/class/ieee80211/{phy}/index") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def phy_of(ifname: str, sys_root: str = SYS) -> str | None:
     try:
         return os.path.basename(os.readlink(f"{sys_root}/class/net/{ifname}/phy80211"))
@@ -99,8 +108,8 @@ def parse_iw_phys(text: str) -> set[str]:
 
 def phys_here() -> set[str] | None:
     """The wireless phys of this network namespace, as nl80211 lists them (None: `iw` cannot
-    say). /sys/class/ieee80211 lists every phy of the machine, also those moved into another
-    namespace (an access point's, another physical mode's), which cannot be moved from here."""
+    say). /sys/class/ieee80211 shows the phys of the namespace that mounted /sys, which need
+    not be this one (a process that entered it with setns(2) sees another's)."""
     proc = run(["iw", "phy"], check=False)
     if proc.returncode != 0:
         return None

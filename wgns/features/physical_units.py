@@ -108,7 +108,10 @@ class StopUnit(Op):
 
     def undo(self, ctx: Context) -> None:
         if self.result.get("stopped", True):
-            _systemctl("start", self.unit)
+            # --no-block: a unit like Debian's wpa_supplicant@wlan0 waits for its device's
+            # unit, which systemd sees only once udev has seen the interface come back, and
+            # dhcpcd@wlan0 (`dhcpcd -w`) for its lease; down does not wait for either
+            _systemctl("start", "--no-block", self.unit)
 
 
 @dataclass(kw_only=True)
