@@ -33,6 +33,14 @@ def test_wireless_phys_and_their_netdevs(tmp_path: Path) -> None:
     assert pl.wireless_phys(str(tmp_path / "nothing")) == {}
 
 
+def test_iw_phy_names_the_phys_of_this_namespace() -> None:
+    """/sys/class/ieee80211 shows the phys of the namespace that mounted /sys; `iw phy`
+    (nl80211, per namespace) says which are here: only those move."""
+    text = "Wiphy phy0\n\twiphy index: 0\n\tmax # scan SSIDs: 255\nWiphy phy7\n\tBand 1:\n"
+    assert pl.parse_iw_phys(text) == {"phy0", "phy7"}
+    assert pl.parse_iw_phys("") == set()
+
+
 def test_restore_lines_give_back_mtu_state_addresses_then_routes() -> None:
     snap = {
         "up": True,
@@ -70,3 +78,17 @@ def test_networkmanager_state_file(tmp_path: Path) -> None:
     assert not pl.managed_by_networkmanager("lo", str(tmp_path))
     (devices / str(index)).write_text("[device]\nmanaged=true\nperm-hw-addr-fake=\n")
     assert pl.managed_by_networkmanager("lo", str(tmp_path))
+
+
+def test_a_phy_goes_home_by_its_index(tmp_path: Path) -> None:
+    """Inside `physical`, iw cannot find a phy by name (it looks in /sys/class/ieee80211, the
+    main namespace's /sys for wgns): the way back names it `phy#INDEX`, read before the move."""
+    from wgns.features.physical_ops import MovePhy
+
+    sys_root = _fake_sys(tmp_path, {"phy3": ["wlan0"]}, [])
+    (tmp_path / "class/ieee80211/phy3/index").write_text("3\n")
+    assert pl.phy_index("phy3", sys_root) == 3 and pl.phy_index("phy9", sys_root) is None
+    op = MovePhy(phy="phy3", ns="physical", netdevs=["wlan0"])
+    assert op.back_argv()[:2] == ["iw", "phy", "phy3"][:2] and "phy3" in op.back_argv()
+    op.result["index"] = 3
+    assert op.back_argv()[:4] == ["iw", "phy#3", "set", "netns"]

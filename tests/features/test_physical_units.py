@@ -47,3 +47,30 @@ def test_systemd_parses_the_unit_with_its_dropin(tmp_path: Path) -> None:
     (d / DROPIN_NAME).write_text("[Service]\nNetworkNamespacePath=\nBindPaths=relative:/etc\n")
     bad = verify(tmp_path, "dhcpcd.service")
     assert "BindPaths" in bad.stderr or bad.returncode != 0, bad.stderr
+
+
+def test_a_unit_bound_to_its_network_device_is_copied_without_that_dependency() -> None:
+    """A unit like Debian's dhcpcd@.service (BindsTo=/After= its device) or
+    wpa_supplicant@.service (Requires=/After=): systemd knows the device's unit only while the
+    device is in the main namespace, so inside `physical` such a unit would wait for it (and a
+    BindsTo= one be stopped at once); its copy keeps everything but those dependencies."""
+    from wgns.features.physical_units import without_netdev_dependencies
+
+    unit = (
+        "[Unit]\n"
+        "Description=a DHCP client on %I\n"
+        "Wants=network.target\n"
+        "BindsTo=sys-subsystem-net-devices-%i.device\n"
+        "After=sys-subsystem-net-devices-%i.device network-pre.target\n"
+        "\n"
+        "[Service]\n"
+        "ExecStart=/usr/sbin/dhcpcd -q -w %I\n"
+        "After=sys-subsystem-net-devices-%i.device\n"  # not a [Unit] line: left alone
+    )
+    copy = without_netdev_dependencies(unit)
+    assert copy is not None
+    assert "BindsTo" not in copy
+    assert "After=network-pre.target\n" in copy
+    assert "Wants=network.target\n" in copy and "ExecStart=/usr/sbin/dhcpcd -q -w %I\n" in copy
+    assert copy.count("sys-subsystem-net-devices") == 1  # the [Service] line
+    assert without_netdev_dependencies("[Unit]\nAfter=network.target\n") is None

@@ -474,3 +474,22 @@ def test_listed_interfaces_move_and_one_lease_is_enough(
     assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
     wgns("physical", "down")
     assert_same(before, sandbox.settled_snapshot())
+
+
+def test_plan_starts_the_wireless_daemon_inside_before_the_dhcp_client(tmp_path: Any) -> None:
+    """Debian's dhcpcd@.service runs `dhcpcd -w`: `systemctl start` returns once it has a
+    lease, which needs wpa_supplicant associated first; so inside, wpa_supplicant starts
+    before the DHCP client (whatever their pids), and here the DHCP client stops first."""
+    from wgns.features.physical_daemons import HostDaemon
+
+    dhcp = HostDaemon("dhcpcd", 10, 1, ("dhcpcd", "-q", "-w", "wlan0"), "dhcpcd@wlan0.service")
+    wpa = HostDaemon("wpa_supplicant", 11, 1, ("wpa_supplicant",), "wpa_supplicant@wlan0.service")
+    lines = _pure_plan(tmp_path, (dhcp, wpa))
+
+    def at(needle: str) -> int:
+        return next(i for i, line in enumerate(lines) if needle in line)
+
+    assert at("systemctl stop dhcpcd@wlan0") < at("systemctl stop wpa_supplicant@wlan0")
+    assert at("start wpa_supplicant@wlan0.service (inside") < at(
+        "start dhcpcd@wlan0.service (inside"
+    )

@@ -19,6 +19,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.vm import guestpkgs, guestsetup, harness  # noqa: E402
 from tests.vm.guestrun import (  # noqa: E402
+    PHYSICAL_FILES,
     PLAIN_FILES,
     SYSTEMD_FILES,
     GuestRun,
@@ -55,4 +56,17 @@ def guest_systemd(vm_kernel: harness.Kernel, tmp_path_factory: pytest.TempPathFa
     tests/vm/guestsetup.py laid over its root."""
     trees = [*guestpkgs.fetch(), guestsetup.build(tmp_path_factory.mktemp("vm-sd-root"))]
     return run_guest_pytest(SYSTEMD_FILES, "systemd", tmp_path_factory.mktemp("vm-sd"), 900,
+                            root_trees=trees)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def guest_physical(vm_kernel: harness.Kernel, tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
+    """A second boot with systemd as PID 1 for physical mode on wifi (issue 14): hostapd,
+    wpasupplicant and dhcpcd (Debian's units) unpacked into it, the set-up of
+    tests/vm/guestsetup.build_physical laid over its root."""
+    trees = [
+        *guestpkgs.fetch(guestsetup.PHYSICAL_PACKAGES),
+        guestsetup.build_physical(tmp_path_factory.mktemp("vm-phys-root")),
+    ]
+    return run_guest_pytest(PHYSICAL_FILES, "systemd", tmp_path_factory.mktemp("vm-phys"), 900,
                             root_trees=trees)  # fmt: skip

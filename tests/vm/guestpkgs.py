@@ -31,7 +31,10 @@ PACKAGES = ("nscd", "systemd-resolved", "libnss-resolve")
 # top-level directories that are symlinks into /usr on the guest's (merged-/usr) root
 MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # nothing the guest needs, and large: left out of the trees
-DROPPED = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/lintian")
+DROPPED = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/lintian",
+           # ifupdown's and ifplugd's hooks (wpasupplicant): symlinks the guest's root may
+           # have already, which the initramfs's cp cannot overwrite; the guest needs none
+           "etc/network", "etc/ifplugd")  # fmt: skip
 
 
 def packages_dir(cache: Path | None = None) -> Path:

@@ -135,3 +135,47 @@ def build(root: Path) -> Path:
     _link(root, f"{TARGET_WANTS}/{BOOT_APP}", f"/{sd}/{BOOT_APP}")
     os.chmod(root, 0o755)
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# the physical boot (tests/vm/guest/test_guest_sd_physical.py): its own root tree, without the
+# issue-13 set-up (no nscd/resolved, no wgns@boot: physical mode takes the main namespace's
+# network), with hostapd, wpasupplicant and dhcpcd's Debian units unpacked beside it
+# (PHYSICAL_PACKAGES, tests/vm/guestpkgs.py)
+
+PHYSICAL_PACKAGES = ("hostapd", "wpasupplicant", "dhcpcd")
+WIFI_SSID = "wgvm-wifi"
+WIFI_PSK = "wgvm-passphrase-0123"
+STATION = "wlan0"
+
+WPA_CONF = f"""ctrl_interface=DIR=/run/wpa_supplicant GROUP=root
+update_config=0
+network={{
+\tssid="{WIFI_SSID}"
+\tpsk="{WIFI_PSK}"
+\tkey_mgmt=WPA-PSK
+\tproto=RSN
+\tpairwise=CCMP
+\tscan_freq=2437
+}}
+"""
+
+
+def build_physical(root: Path) -> Path:
+    """The physical boot's set-up tree under ROOT: the launcher and wgns's units, the
+    provider (enabled), the station's wpa_supplicant configuration (Debian's
+    wpa_supplicant@.service reads /etc/wpa_supplicant/wpa_supplicant-IF.conf)."""
+    _write(root, "etc/hosts", HOSTS)
+    launcher = (PROJECT / "scripts" / "wgns-launcher.in").read_text()
+    launcher = launcher.replace("@INTERP@", sys.executable).replace("@ROOT@", str(PROJECT))
+    _write(root, LAUNCHER.lstrip("/"), launcher, 0o755)
+    templates = PROJECT / "scripts" / "systemd"
+    for name in (units.UNIT_TEMPLATE, units.PHYSICAL_TEMPLATE):
+        unit = units.render(templates / name, LAUNCHER)
+        _write(root, f"{UNIT_DIR.lstrip('/')}/{name.removesuffix('.in')}", unit)
+    sd = "etc/systemd/system"
+    _write(root, f"{sd}/{PROVIDER_UNIT}", PROVIDER)
+    _link(root, f"{TARGET_WANTS}/{PROVIDER_UNIT}", f"/{sd}/{PROVIDER_UNIT}")
+    _write(root, f"etc/wpa_supplicant/wpa_supplicant-{STATION}.conf", WPA_CONF, 0o600)
+    os.chmod(root, 0o755)
+    return root

@@ -45,3 +45,19 @@ def test_the_set_up_tree(tmp_path: Path) -> None:
         ["nscd.service", guestsetup.PROVIDER_UNIT, "wgns@boot.service", guestsetup.BOOT_APP]
     )
     assert os.readlink(wants / "wgns@boot.service") == f"{guestsetup.UNIT_DIR}/wgns@.service"
+
+
+def test_the_physical_set_up_tree(tmp_path: Path) -> None:
+    """The physical boot's tree: wgns's two units for the launcher, only the provider enabled
+    (no wgns@boot: physical mode takes the main namespace's network), the station's
+    configuration where Debian's wpa_supplicant@wlan0.service reads it."""
+    root = guestsetup.build_physical(tmp_path)
+    unit = (root / "usr/local/lib/systemd/system/wgns-physical@.service").read_text()
+    assert f"ExecStart={guestsetup.LAUNCHER} physical up $WGNS_PHYSICAL_ARGS %i" in unit
+    assert (root / "usr/local/lib/systemd/system/wgns@.service").exists()
+    wants = root / guestsetup.TARGET_WANTS
+    assert [p.name for p in wants.iterdir()] == [guestsetup.PROVIDER_UNIT]
+    conf = root / f"etc/wpa_supplicant/wpa_supplicant-{guestsetup.STATION}.conf"
+    assert f'ssid="{guestsetup.WIFI_SSID}"' in conf.read_text()
+    assert conf.stat().st_mode & 0o077 == 0  # a passphrase
+    assert "etc/network" in guestpkgs.DROPPED  # ifupdown hooks the guest's root may have

@@ -83,6 +83,15 @@ def wireless_phys(sys_root: str = SYS) -> dict[str, tuple[str, ...]]:
     return {p: tuple(d) for p, d in phys.items()}
 
 
+def phy_index(phy: str, sys_root: str = SYS) -> int | None:
+    """PHY's wiphy index (kept when it changes namespace: `iw phy#N` finds it anywhere)."""
+    try:
+        with open(f"{sys_root}/class/ieee80211/{phy}/index") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def phy_of(ifname: str, sys_root: str = SYS) -> str | None:
     try:
         return os.path.basename(os.readlink(f"{sys_root}/class/net/{ifname}/phy80211"))
@@ -90,10 +99,29 @@ def phy_of(ifname: str, sys_root: str = SYS) -> str | None:
         return None
 
 
+def parse_iw_phys(text: str) -> set[str]:
+    """The phys named by `iw phy` output ("Wiphy phy0" lines)."""
+    return {
+        ln.split()[1] for ln in text.splitlines() if ln.startswith("Wiphy ") and len(ln.split()) > 1
+    }
+
+
+def phys_here() -> set[str] | None:
+    """The wireless phys of this network namespace, as nl80211 lists them (None: `iw` cannot
+    say). /sys/class/ieee80211 shows the phys of the namespace that mounted /sys, which need
+    not be this one (a process that entered it with setns(2) sees another's)."""
+    proc = run(["iw", "phy"], check=False)
+    if proc.returncode != 0:
+        return None
+    return parse_iw_phys(proc.stdout)
+
+
 def choose(listed: tuple[str, ...], sys_root: str = SYS) -> Chosen:
-    """LISTED interfaces (empty: the default routes' links and every wireless phy), split into
-    links moved by name and phys moved whole."""
+    """LISTED interfaces (empty: the default routes' links and every wireless phy of this
+    namespace), split into links moved by name and phys moved whole."""
     phys = wireless_phys(sys_root)
+    if phys and sys_root == SYS and (here := phys_here()) is not None:
+        phys = {p: d for p, d in phys.items() if p in here}
     names = list(listed) if listed else default_route_links()
     chosen_phys: dict[str, tuple[str, ...]] = {} if listed else dict(phys)
     links: list[str] = []

@@ -87,6 +87,17 @@ class MovePhy(Op):
     def prepare(self, ctx: Context) -> None:
         if not self.snapshots:
             self.snapshots = {d: physical_links.snapshot(d) for d in self.netdevs}
+        index = physical_links.phy_index(self.phy)
+        if index is not None:
+            self.result["index"] = index
+
+    def back_argv(self) -> list[str]:
+        """The `iw` command (run inside NS) moving the phy home. By its index (`phy#N`), which
+        a move keeps: iw finds a phy's *name* in /sys/class/ieee80211, which shows the phys of
+        the namespace that mounted /sys (the main one's, for wgns), not those of NS."""
+        index = self.result.get("index")
+        target = [f"phy#{int(index)}"] if index is not None else ["phy", self.phy]
+        return ["iw", *target, "set", "netns", _home()]
 
     def apply(self, ctx: Context) -> None:
         run(["iw", "phy", self.phy, "set", "netns", "name", self.ns])
@@ -94,10 +105,18 @@ class MovePhy(Op):
 
     def undo(self, ctx: Context) -> None:
         if netns.exists(self.ns):  # asked from inside NS: fails harmlessly if it is not there
-            back = run(["iw", "phy", self.phy, "set", "netns", _home()], ns=self.ns, check=False)
+            back = run(self.back_argv(), ns=self.ns, check=False)
             if back.returncode == 0:
                 self.result["moved"] = True
                 ctx.checkpoint()
+            elif any(links.link_exists(d, ns=self.ns) for d in self.netdevs):
+                # still inside: its daemons must not be started here (they would wait for it)
+                raise WgnsError(
+                    f"cannot move {self.phy} back from {self.ns}: "
+                    f"{(back.stderr or back.stdout).strip() or f'iw exited {back.returncode}'}",
+                    hint=f"`ip netns exec {self.ns} iw phy {self.phy} set netns 1`, then "
+                    "`wgns physical down` again",
+                )
         if not self.result.get("moved") or self.result.get("restored"):
             return  # never moved: nothing to give back
         errors = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 from wgns.engine.ops.base import Context, Op
@@ -22,6 +23,46 @@ from wgns.system.tools import run
 
 RUNTIME_UNIT_DIR = "/run/systemd/system"
 DROPIN_NAME = "wgns-physical.conf"
+# searched before /etc/systemd/system and the vendor directories (systemd.unit(5)): a copy of a
+# unit's file here replaces its fragment (its drop-ins still apply), until removed
+CONTROL_UNIT_DIR = "/run/systemd/system.control"
+NETDEV_UNIT = re.compile(r"^sys-subsystem-net-devices-\S+\.device$")
+DEPENDENCIES = ("Requires", "Requisite", "BindsTo", "PartOf", "Wants", "Upholds", "After", "Before")
+
+
+def without_netdev_dependencies(fragment: str) -> str | None:
+    """FRAGMENT (a unit file's text) without its dependencies on network devices' units
+    (None: it has none). Debian's wpa_supplicant@.service (Requires=, After=) and
+    dhcpcd@.service (BindsTo=, After=) depend on sys-subsystem-net-devices-%i.device, which
+    systemd knows only while the device is in the main namespace: started inside `physical`
+    the unit would wait for it (and a BindsTo= one be stopped at once). A drop-in cannot remove
+    a dependency, so physical mode runs such a unit from a copy of its file without them."""
+    out, changed, section = [], False, ""
+    for line in fragment.splitlines():
+        text = line.strip()
+        if text.startswith("["):
+            section = text
+        key, eq, value = text.partition("=")
+        if section == "[Unit]" and eq and key.strip() in DEPENDENCIES:
+            words = value.split()
+            kept = [w for w in words if not NETDEV_UNIT.match(w)]
+            if len(kept) != len(words):
+                changed = True
+                if not kept:
+                    continue
+                line = f"{key.strip()}={' '.join(kept)}"
+        out.append(line)
+    return "\n".join(out) + "\n" if changed else None
+
+
+def fragment_of(unit: str) -> str:
+    """The path of UNIT's unit file (systemctl show -p FragmentPath), "" if none."""
+    proc = run(["systemctl", "show", "--property=FragmentPath", "--value", unit], check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def control_path(unit: str) -> str:
+    return f"{CONTROL_UNIT_DIR}/{unit}"
 
 
 def dropin_text(unit: str, ns: str) -> str:
@@ -67,7 +108,10 @@ class StopUnit(Op):
 
     def undo(self, ctx: Context) -> None:
         if self.result.get("stopped", True):
-            _systemctl("start", self.unit)
+            # --no-block: a unit like Debian's wpa_supplicant@wlan0 waits for its device's
+            # unit, which systemd sees only once udev has seen the interface come back, and
+            # dhcpcd@wlan0 (`dhcpcd -w`) for its lease; down does not wait for either
+            _systemctl("start", "--no-block", self.unit)
 
 
 @dataclass(kw_only=True)
@@ -83,26 +127,50 @@ class ConfineUnit(Op):
         return f"write {dropin_path(self.unit)}; systemctl start {self.unit} (inside {self.ns})"
 
     def prepare(self, ctx: Context) -> None:
-        if os.path.exists(dropin_path(self.unit)):
-            raise WgnsError(
-                f"{dropin_path(self.unit)} exists already and this run did not write it",
-                hint="a physical mode left over? `wgns recover`; else remove the file",
-            )
+        for path in (dropin_path(self.unit), control_path(self.unit)):
+            if os.path.exists(path):
+                raise WgnsError(
+                    f"{path} exists already and this run did not write it",
+                    hint="a physical mode left over? `wgns recover`; else remove the file",
+                )
         self.result["dir_created"] = not os.path.isdir(os.path.dirname(dropin_path(self.unit)))
+        fragment = fragment_of(self.unit)
+        copy = None
+        if fragment and not fragment.startswith(CONTROL_UNIT_DIR + "/"):
+            try:
+                with open(fragment) as f:
+                    copy = without_netdev_dependencies(f.read())
+            except OSError:
+                copy = None
+        if copy is not None:  # journaled with the op: undo removes exactly this file
+            self.result["copy"] = control_path(self.unit)
+            self.result["copy_text"] = (
+                f"# Written by `wgns physical up` (namespace {self.ns}): {fragment} without its\n"
+                "# dependencies on network devices' units (docs/physical.md); removed by down.\n"
+                + copy
+            )
 
     def apply(self, ctx: Context) -> None:
         path = dropin_path(self.unit)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fsutil.write_atomically(path, dropin_text(self.unit, self.ns))
+        if self.result.get("copy"):
+            os.makedirs(CONTROL_UNIT_DIR, exist_ok=True)
+            fsutil.write_atomically(str(self.result["copy"]), str(self.result["copy_text"]))
         _systemctl("daemon-reload")
         _systemctl("start", self.unit)
 
     def undo(self, ctx: Context) -> None:
         path = dropin_path(self.unit)
-        if not os.path.exists(path):
+        copy = str(self.result.get("copy") or "")
+        if not os.path.exists(path) and not (copy and os.path.exists(copy)):
             return  # never written
         _systemctl("stop", self.unit)
-        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if copy:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(copy)
         if self.result.get("dir_created", False):
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(path))

@@ -155,14 +155,18 @@ def plan(profile: Profile, facts: PhysicalFacts, *, deadman: float) -> list[Op]:
         ops.append(ReplaceResolvConf(content=facts.main_resolv_conf))
     # the daemons that manage these links in the main namespace stop before they move (and
     # start again once they are back, with their state)
-    ops.extend(d.stop_op() for d in facts.host_daemons)
+    # DHCP clients stop first (while still associated: a release reaches the server) and
+    # start last inside, once wpa_supplicant/iwd runs there: a unit like Debian's
+    # dhcpcd@.service (`dhcpcd -w`) waits for its lease before `systemctl start` returns
+    daemons = sorted(facts.host_daemons, key=lambda d: d.name in physical_daemons.WIRELESS)
+    ops.extend(d.stop_op() for d in daemons)
     snaps = facts.snapshots
     ops.extend(MovePhysicalLink(ifname=i, ns=ns, snapshot=snaps[i]) for i in facts.chosen.links)
     ops.extend(
         MovePhy(phy=p, ns=ns, netdevs=list(d), snapshots={n: snaps[n] for n in d})
         for p, d in facts.chosen.phys.items()
     )
-    ops.extend(op for d in facts.host_daemons if (op := d.confine_op(ns)) is not None)
+    ops.extend(op for d in reversed(daemons) if (op := d.confine_op(ns)) is not None)
     # wireguard-go starts (~4 ms) while the DHCP client is started; the device is configured
     # while the client waits for its lease (the executor runs those beside it)
     for ifname in ifnames:
