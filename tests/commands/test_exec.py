@@ -47,6 +47,16 @@ GROUPS = [4000, 4001, 4002]
 WHOAMI = "whoami.test"  # answered by the provider's DNS server (and by the ISP's)
 # Python for the child: the invoking user cannot read root's own interpreter (e.g. under /root)
 CHILD_PY = "/usr/bin/python3"
+#: Connects to each unix socket of argv and says whether it could.
+SOCKET_PROBE = (
+    "import socket, sys\n"
+    "for p in sys.argv[1:]:\n"
+    "    s = socket.socket(socket.AF_UNIX)\n"
+    "    try:\n"
+    "        s.connect(p); print(p, 'reachable')\n"
+    "    except OSError as e:\n"
+    "        print(p, type(e).__name__)\n"
+)
 
 # --------------------------------------------------------------------------------- pure parts
 
@@ -301,21 +311,12 @@ def test_names_resolve_through_the_tunnel_and_never_through_the_host(
     assert provider.isp_dns_queries() == []
 
     # the host's name-service sockets are out of reach, and nsswitch has no bypass module
-    probe = (
-        "import socket, sys\n"
-        "for p in sys.argv[1:]:\n"
-        "    s = socket.socket(socket.AF_UNIX)\n"
-        "    try:\n"
-        "        s.connect(p); print(p, 'reachable')\n"
-        "    except OSError as e:\n"
-        "        print(p, type(e).__name__)\n"
-    )
     argv = [
         CHILD_PY,
         "-I",
         "-S",
         "-c",
-        probe,
+        SOCKET_PROBE,
         NSCD_SOCKET,
         "/var/run/nscd/socket",
         RESOLVED_SOCKET,
@@ -328,7 +329,7 @@ def test_names_resolve_through_the_tunnel_and_never_through_the_host(
     assert not [c for c in connections(sandbox, log)[seen:] if c["netns"] == vpn]
 
     # ...while on the sandbox host itself they still answer (wgns changed nothing there)
-    r = sandbox.run([sys.executable, "-I", "-S", "-c", probe, NSCD_SOCKET, RESOLVED_SOCKET])
+    r = sandbox.run([sys.executable, "-I", "-S", "-c", SOCKET_PROBE, NSCD_SOCKET, RESOLVED_SOCKET])
     assert r.stdout.count("reachable") == 2
 
 

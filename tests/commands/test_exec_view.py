@@ -18,6 +18,7 @@ import pytest
 from tests.commands.test_exec import (
     CHILD_PY,
     NS,
+    SOCKET_PROBE,
     UID,
     WHOAMI,
     add_user,
@@ -53,17 +54,6 @@ for line in sys.stdin:
     s.close()
     print(json.dumps(seen), flush=True)
 """
-
-#: Connects to each unix socket of argv and says whether it could.
-PROBE = (
-    "import socket, sys\n"
-    "for p in sys.argv[1:]:\n"
-    "    s = socket.socket(socket.AF_UNIX)\n"
-    "    try:\n"
-    "        s.connect(p); print(p, 'reachable')\n"
-    "    except OSError as e:\n"
-    "        print(p, type(e).__name__)\n"
-)
 
 
 @pytest.fixture
@@ -140,7 +130,7 @@ def test_a_running_program_keeps_the_tunnels_dns_when_the_host_renames_resolv_co
         replace_by_rename(sandbox, "/etc/resolv.conf", host_resolv)
         assert sandbox.read_text("/etc/resolv.conf") == host_resolv  # the host has it...
         start_bus(sandbox)
-        r = sandbox.run(["ip", "netns", "exec", NS, CHILD_PY, "-I", "-S", "-c", PROBE, BUS])
+        r = sandbox.run(["ip", "netns", "exec", NS, CHILD_PY, "-I", "-S", "-c", SOCKET_PROBE, BUS])
         assert r.stdout.split() == [BUS, "reachable"]  # ...and `ip netns exec` gets the bus
 
         after = seen()  # ...but the program inside sees neither
@@ -159,10 +149,10 @@ def test_the_system_bus_is_out_of_reach(sandbox: Sandbox, up: Provider) -> None:
     """resolved's D-Bus API (`resolvectl query`) resolves over the host's network: the system
     bus socket is as unreachable inside as nscd's, for a user and for root."""
     start_bus(sandbox)
-    r = sandbox.run(["ip", "netns", "exec", NS, CHILD_PY, "-I", "-S", "-c", PROBE, BUS])
+    r = sandbox.run(["ip", "netns", "exec", NS, CHILD_PY, "-I", "-S", "-c", SOCKET_PROBE, BUS])
     assert r.stdout.split() == [BUS, "reachable"]  # control: the socket is real
     for uid in (UID, None):  # alice, then root (--user root: root's capabilities)
-        r = run_exec(sandbox, NS, "--", CHILD_PY, "-I", "-S", "-c", PROBE, BUS, uid=uid)
+        r = run_exec(sandbox, NS, "--", CHILD_PY, "-I", "-S", "-c", SOCKET_PROBE, BUS, uid=uid)
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == [BUS, "FileNotFoundError"]
         r = run_exec(sandbox, NS, "--", "ls", "-A", "/run/dbus", "/var/run/dbus", uid=uid)
@@ -179,7 +169,7 @@ def test_the_system_bus_is_out_of_reach(sandbox: Sandbox, up: Provider) -> None:
     dirs = ["/run/nscd", "/run/avahi-daemon", "/run/dbus"]
     r = run_exec(sandbox, NS, "--", CHILD_PY, "-I", "-S", "-c", flags, *dirs, uid=None)
     assert r.stdout.splitlines() == [f"{d} 0 RDONLY NOSUID NODEV NOEXEC" for d in dirs], r.stderr
-    r = sandbox.run([CHILD_PY, "-I", "-S", "-c", PROBE, BUS])
+    r = sandbox.run([CHILD_PY, "-I", "-S", "-c", SOCKET_PROBE, BUS])
     assert r.stdout.split() == [BUS, "reachable"]  # the host's bus is left alone
 
 

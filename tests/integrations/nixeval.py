@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -123,3 +124,17 @@ def evaluate_configs(*configs: Path) -> dict[str, Any]:
     file name, in one evaluation."""
     out = evaluate(HARNESS / "eval.nix", configs=json.dumps([str(c) for c in configs]))
     return {Path(item["file"]).name: item["result"] for item in out}
+
+
+def refusal(tmp_path: Path, body: str) -> str:
+    """nix's message (blanks folded) for the configuration `{ BODY }`, which must not evaluate."""
+    config = tmp_path / "bad.nix"
+    config.write_text(f"{{ {body} }}")
+    with pytest.raises(EvalError) as e:
+        evaluate_configs(config)
+    return re.sub(r"\s+", " ", str(e.value))
+
+
+def doc_blocks() -> list[str]:
+    """The ```nix blocks of docs/nixos.md."""
+    return re.findall(r"^```nix\n(.*?)^```", (REPO / "docs" / "nixos.md").read_text(), re.M | re.S)

@@ -11,7 +11,6 @@ back by wgns's own TOML parser; wrong options are refused with NixOS's messages.
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,12 @@ import pytest
 from tests.integrations.nixeval import (
     HARNESS,
     REPO,
-    EvalError,
+    doc_blocks,
     evaluate,
     evaluate_configs,
     instantiate,
     needs_nix,
+    refusal,
     require_lib,
 )
 from tests.integrations.unitfiles import needs_analyze, verify
@@ -73,9 +73,7 @@ def test_every_nix_file_parses() -> None:
 @needs_nix
 def test_the_nix_in_docs_parses(tmp_path: Path) -> None:
     """docs/nixos.md's ```nix blocks: each an expression, or bindings of a NixOS module."""
-    blocks = re.findall(
-        r"^```nix\n(.*?)^```", (REPO / "docs" / "nixos.md").read_text(), re.M | re.S
-    )
+    blocks = doc_blocks()
     assert len(blocks) >= 3
     for i, block in enumerate(blocks):
         path = tmp_path / f"block{i}.nix"
@@ -94,16 +92,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     plain = tmp / "plain.nix"
     plain.write_text(PLAIN)
     docs = []
-    for block in _doc_blocks():
+    for block in doc_blocks():
         if block.startswith("services.wgns.enable = true;"):
             docs.append(tmp / f"docs{len(docs)}.nix")
             docs[-1].write_text("{\n" + block + "}\n")
     return evaluate_configs(EXAMPLES / "media.nix", EXAMPLES / "mullvad.nix", plain, *docs)
-
-
-def _doc_blocks() -> list[str]:
-    text = (REPO / "docs" / "nixos.md").read_text()
-    return re.findall(r"^```nix\n(.*?)^```", text, re.M | re.S)
 
 
 def test_the_setups_in_the_docs_are_the_examples(rendered: dict[str, Any]) -> None:
@@ -317,14 +310,6 @@ def test_service_names_are_what_wgns_confine_accepts() -> None:
         assert (failed == []) == accepted, (name, failed)
 
 
-def _refusal(tmp_path: Path, body: str) -> str:
-    config = tmp_path / "bad.nix"
-    config.write_text(f"{{ services.wgns.enable = true; {body} }}")
-    with pytest.raises(EvalError) as e:
-        evaluate_configs(config)
-    return re.sub(r"\s+", " ", str(e.value))
-
-
 NS = "services.wgns.namespaces"
 PROFILE = 'profile = "/var/lib/wgns/m.conf";'
 GOOD_IFACE = (
@@ -416,7 +401,7 @@ REFUSED = [
 @pytest.mark.parametrize(("body", "message"), REFUSED)
 def test_a_wrong_configuration_is_refused(tmp_path: Path, body: str, message: str) -> None:
     require_lib()
-    assert message in _refusal(tmp_path, body)
+    assert message in refusal(tmp_path, f"services.wgns.enable = true; {body}")
 
 
 def test_a_right_configuration_is_not_refused(tmp_path: Path) -> None:

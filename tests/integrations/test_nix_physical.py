@@ -9,14 +9,13 @@ wrong configurations are refused with NixOS's messages.
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integrations.nixeval import REPO, EvalError, evaluate_configs, require_lib
+from tests.integrations.nixeval import REPO, doc_blocks, evaluate_configs, refusal, require_lib
 from tests.integrations.unitfiles import needs_analyze, verify
 from wgns.cli import build_parser
 from wgns.features import physical_units
@@ -50,8 +49,7 @@ INLINE = f"""
 
 def _doc_block() -> str:
     """docs/nixos.md's physical-mode setup (the block that enables services.wgns.physical)."""
-    text = (REPO / "docs" / "nixos.md").read_text()
-    (block,) = [b for b in re.findall(r"^```nix\n(.*?)^```", text, re.M | re.S) if PHYS in b]
+    (block,) = [b for b in doc_blocks() if PHYS in b]
     return block
 
 
@@ -246,14 +244,6 @@ def test_the_setup_in_the_docs_is_the_example(rendered: dict[str, Any]) -> None:
     assert got["units"] == want["units"]
 
 
-def _refusal(tmp_path: Path, body: str) -> str:
-    config = tmp_path / "bad.nix"
-    config.write_text(f"{{ {body} }}")
-    with pytest.raises(EvalError) as e:
-        evaluate_configs(config)
-    return re.sub(r"\s+", " ", str(e.value))
-
-
 ON = "services.wgns.enable = true;"
 GOOD = f'{PHYS} = {{ enable = true; profile = "/var/lib/wgns/home.conf"; }};'
 REFUSED = [
@@ -339,7 +329,7 @@ REFUSED = [
 @pytest.mark.parametrize(("body", "message"), REFUSED)
 def test_a_wrong_configuration_is_refused(tmp_path: Path, body: str, message: str) -> None:
     require_lib()
-    assert message in _refusal(tmp_path, body)
+    assert message in refusal(tmp_path, body)
 
 
 def test_a_right_configuration_is_not_refused(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wgns.engine.ops.base import Context, Op
-from wgns.engine.ops.link import ip_batch
+from wgns.engine.ops.link import configure_link, ip_batch, link_lines
 from wgns.errors import WgnsError
 from wgns.features import physical_links
 from wgns.system import fsutil, links, netns
@@ -168,21 +168,11 @@ class ConfigureMainLink(Op):
     routes: list[list[Any]]
 
     def describe(self) -> str:
-        parts = [f"ip address add {a} dev {self.ifname}" for a in self.addresses]
-        parts.append(f"ip link set dev {self.ifname} mtu {self.mtu} up")
-        parts += [f"ip route replace {p} dev {self.ifname}" for p, _t in self.routes]
-        return "; ".join(parts)
+        lines = link_lines(self.ifname, self.addresses, self.mtu, self.routes)
+        return "; ".join(f"ip {line}" for line in lines)
 
     def apply(self, ctx: Context) -> None:
-        try:
-            with links.connect(None) as nl:
-                for a in self.addresses:
-                    nl.add_address(self.ifname, a)
-                nl.set_link(self.ifname, mtu=self.mtu, up=True)
-                for prefix, table in self.routes:
-                    nl.replace_route(prefix, self.ifname, table=table)
-        except OSError as e:
-            raise WgnsError(f"{links.reason(e)} (in the main namespace)") from None
+        configure_link(None, self.ifname, self.addresses, self.mtu, self.routes)
 
 
 RESOLV_CONF = "/etc/resolv.conf"

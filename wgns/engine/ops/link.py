@@ -101,33 +101,57 @@ class ConfigureLink(Op):
 
     def lines(self) -> list[str]:
         """The same change as `ip` command lines (for --debug and the docs)."""
-        out = ["link set lo up"] if self.lo_up else []
-        out += [f"address add {a} dev {self.ifname}" for a in self.addresses]
-        out.append(f"link set dev {self.ifname} mtu {self.mtu} up")
-        for prefix, table in self.routes:
-            out.append(
-                f"route replace {prefix} dev {self.ifname}"
-                + (f" table {table}" if table is not None else "")
-            )
-        return out
+        return link_lines(self.ifname, self.addresses, self.mtu, self.routes, lo_up=self.lo_up)
 
     def describe(self) -> str:
         return "; ".join(f"ip -n {self.ns} {line}" for line in self.lines())
 
     def apply(self, ctx: Context) -> None:
-        # rtnl's errors name the request ("RTNETLINK: add address A dev D: File exists"); the
-        # namespace is what they lack
-        try:
-            with links.connect(self.ns) as nl:
-                if self.lo_up:
-                    nl.set_link("lo", up=True)
-                for a in self.addresses:
-                    nl.add_address(self.ifname, a)
-                nl.set_link(self.ifname, mtu=self.mtu, up=True)
-                for prefix, table in self.routes:
-                    nl.replace_route(prefix, self.ifname, table=table)
-        except OSError as e:
-            raise WgnsError(f"{links.reason(e)} (in namespace {self.ns})") from None
+        configure_link(
+            self.ns, self.ifname, self.addresses, self.mtu, self.routes, lo_up=self.lo_up
+        )
+
+
+def link_lines(
+    ifname: str, addresses: list[str], mtu: int, routes: list[list[Any]], *, lo_up: bool = False
+) -> list[str]:
+    """What :func:`configure_link` does, as `ip` command lines (without `ip -n NS`)."""
+    out = ["link set lo up"] if lo_up else []
+    out += [f"address add {a} dev {ifname}" for a in addresses]
+    out.append(f"link set dev {ifname} mtu {mtu} up")
+    for prefix, table in routes:
+        out.append(
+            f"route replace {prefix} dev {ifname}"
+            + (f" table {table}" if table is not None else "")
+        )
+    return out
+
+
+def configure_link(
+    ns: str | None,
+    ifname: str,
+    addresses: list[str],
+    mtu: int,
+    routes: list[list[Any]],
+    *,
+    lo_up: bool = False,
+) -> None:
+    """Addresses, MTU, link up and routes ([prefix, table or None]) of IFNAME in namespace NS
+    (None: the one wgns runs in), over one netlink socket."""
+    # rtnl's errors name the request ("RTNETLINK: add address A dev D: File exists"); the
+    # namespace is what they lack
+    try:
+        with links.connect(ns) as nl:
+            if lo_up:
+                nl.set_link("lo", up=True)
+            for a in addresses:
+                nl.add_address(ifname, a)
+            nl.set_link(ifname, mtu=mtu, up=True)
+            for prefix, table in routes:
+                nl.replace_route(prefix, ifname, table=table)
+    except OSError as e:
+        where = f"in namespace {ns}" if ns is not None else "in the main namespace"
+        raise WgnsError(f"{links.reason(e)} ({where})") from None
 
 
 @dataclass(kw_only=True)
