@@ -28,7 +28,7 @@ from tests.integrations.nixeval import (
     refusal,
     require_lib,
 )
-from tests.integrations.unitfiles import needs_analyze, verify
+from tests.integrations.unitfiles import needs_analyze, sections, verify
 from wgns.integrations.systemd import confine, units
 from wgns.profile import toml
 from wgns.profile.toml import parse_toml
@@ -113,16 +113,8 @@ def test_the_setups_in_the_docs_are_the_examples(rendered: dict[str, Any]) -> No
 
 
 def _sections(text: str) -> dict[str, list[str]]:
-    """SECTION -> its directive lines, sorted (comments and blank lines dropped)."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line
-            out.setdefault(section, [])
-        elif line and not line.startswith("#"):
-            out.setdefault(section, []).append(line)
-    return {k: sorted(v) for k, v in out.items() if v}
+    """unitfiles.sections, each section's lines sorted (the module orders them its own way)."""
+    return {k: sorted(v) for k, v in sections(text).items()}
 
 
 def test_each_namespace_is_an_enabled_instance_of_the_packaged_template(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integrations.nixeval import REPO, doc_blocks, evaluate_configs, refusal, require_lib
-from tests.integrations.unitfiles import needs_analyze, verify
+from tests.integrations.unitfiles import needs_analyze, sections, verify
 from wgns.cli import build_parser
 from wgns.features import physical_units
 from wgns.integrations.systemd import units
@@ -62,22 +62,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return evaluate_configs(LAPTOP, tmp / "inline.nix", tmp / "docs.nix")
 
 
-def _sections(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line
-            out.setdefault(section, [])
-        elif line and not line.startswith("#"):
-            out.setdefault(section, []).append(line)
-    return {k: v for k, v in out.items() if v}
-
-
 def _environment(dropin: str) -> dict[str, str]:
     """The Environment= lines of a drop-in, unquoted as systemd unquotes them."""
     env = {}
-    for line in _sections(dropin)["[Service]"]:
+    for line in sections(dropin)["[Service]"]:
         key, _, value = line.partition("=")
         if key == "Environment":
             for word in shlex.split(value):
@@ -117,10 +105,10 @@ def test_the_options_are_what_wgns_physical_up_parses(rendered: dict[str, Any]) 
     args = _up_args(dropin, "home")
     assert (args.command, args.physical_command, args.profile) == ("physical", "up", "home")
     assert (args.deadman, args.iface, args.name) == (60, ["enp4s0", "wlp6s0"], DEFAULT_NAME)
-    sections = _sections(dropin)
+    by_section = sections(dropin)
     # nothing of the template's is replaced: no ExecStart=, no ordering, no type
-    assert sections["[Unit]"] == ["X-RestartIfChanged=false"]  # a switch does not bounce it
-    assert {line.partition("=")[0] for line in sections["[Service]"]} == {"Environment"}
+    assert by_section["[Unit]"] == ["X-RestartIfChanged=false"]  # a switch does not bounce it
+    assert {line.partition("=")[0] for line in by_section["[Service]"]} == {"Environment"}
     assert set(_environment(dropin)) == {"WGNS_PHYSICAL_ARGS", "PATH"}
     assert "-iw-" in _environment(dropin)["PATH"]  # moves a wireless phy
     defaults = _up_args(
@@ -131,7 +119,7 @@ def test_the_options_are_what_wgns_physical_up_parses(rendered: dict[str, Any]) 
 
 
 def test_a_namespace_born_in_physical_mode_follows_it(rendered: dict[str, Any]) -> None:
-    media = _sections(rendered["laptop.nix"]["units"]["wgns@media.service.d/overrides.conf"])
+    media = sections(rendered["laptop.nix"]["units"]["wgns@media.service.d/overrides.conf"])
     assert "After=wgns-physical@home.service" in media["[Unit]"]
     assert "BindsTo=wgns-physical@home.service" in media["[Unit]"]
 

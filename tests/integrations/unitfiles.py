@@ -1,5 +1,5 @@
 """What the tests of wgns.integrations.systemd share: `systemd-analyze verify` on a unit
-directory, and a profile to confine units to."""
+directory, a unit file read by section, and a profile to confine units to."""
 
 from __future__ import annotations
 
@@ -46,3 +46,17 @@ def verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def sections(text: str) -> dict[str, list[str]]:
+    """SECTION ("[Service]") -> its directive lines in order (comments and blank lines, and
+    sections without directives, dropped)."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line
+            out.setdefault(section, [])
+        elif line and not line.startswith("#"):
+            out.setdefault(section, []).append(line)
+    return {k: v for k, v in out.items() if v}

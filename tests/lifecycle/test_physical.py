@@ -269,7 +269,10 @@ def test_a_dhcp_client_running_here_is_stopped_and_started_again_after_down(
     profile = write_profile(sandbox, host)
 
     wgns("physical", "up", profile, "--deadman", "0")
-    assert _dhcpcd_pids(sandbox) == {}  # stopped here; wgns's own runs inside physical
+    assert _dhcpcd_pids(sandbox) == {}  # stopped here; wgns runs it inside physical
+    st = json.loads(wgns("physical", "status", "--json").stdout)
+    assert st[0]["daemons"] == {"dhcpcd": True}
+
     assert v4(sandbox, ETH, PHYS) == [lease]  # the DHCP server gave the same address again
     assert curl(sandbox, f"http://{host.web_v4}/") == "198.18.1.2"
 
@@ -282,6 +285,8 @@ def test_a_dhcp_client_running_here_is_stopped_and_started_again_after_down(
     # (or `recover`) starts it again, once the link is back
     plan = _steps(sandbox, wgns, profile, "--deadman", "0")
     stop = next(i for i, line in enumerate(plan) if line.startswith("stop dhcpcd"))
+    # inside, its own command line (from its title), kept in the foreground
+    assert any(f"dhcpcd --ipv4only {ETH} --nobackground (inside" in line for line in plan), plan
     for n, fault in enumerate((f"{stop}", f"{stop}+", f"{stop + 1}+")):
         proc = wgns(
             "physical",
@@ -386,7 +391,7 @@ def test_plan_relocates_units_after_the_move_and_stops_others_before(tmp_path: A
     """Units are stopped before their interfaces move and started inside once they are there
     (at `down`, in reverse: stopped inside, then started here once the interfaces are back);
     a DHCP client unit replaces wgns's own dhcpcd. (systemd is not PID 1 here: the plan only.)"""
-    from wgns.features.physical_daemons import HostDaemon
+    from wgns.features.physical_hostdaemons import HostDaemon
 
     wpa = HostDaemon("wpa_supplicant", 10, 1, ("wpa_supplicant",), "wpa_supplicant@wlan0.service")
     dhcp = HostDaemon("dhcpcd", 11, 1, ("dhcpcd", "-b"), "dhcpcd.service")
@@ -403,7 +408,34 @@ def test_plan_relocates_units_after_the_move_and_stops_others_before(tmp_path: A
     assert not any(line.startswith("dhcpcd --nobackground") for line in lines)
     loose = HostDaemon("dhclient", 12, 1, ("dhclient", "eth0"))
     lines = _pure_plan(tmp_path, (loose,))
-    assert at("stop dhclient (pid 12)") < at("ip link set eth0 netns") < at("dhcpcd --nobackground")
+    inside = "dhclient -d eth0 (inside physical, supervised; as it ran here)"
+    assert at("stop dhclient (pid 12)") < at("ip link set eth0 netns") < at(inside)
+    assert not any("dhcpcd" in line for line in lines)  # it replaces wgns's own
+
+
+def test_plan_runs_a_wpa_supplicant_started_by_hand_inside_in_the_foreground(
+    tmp_path: Any,
+) -> None:
+    """A wpa_supplicant that no unit runs (`wpa_supplicant -B ...` from a shell) is stopped
+    before the phy moves and started inside by wgns with its own command line without -B,
+    before the DHCP client; at `down` it is started here again as it was. (No wireless device
+    here: the plan only; the VM's physical boot runs it.)"""
+    from wgns.features.physical_hostdaemons import HostDaemon
+
+    argv = ("wpa_supplicant", "-B", "-i", "wlan0", "-c", "wpa.conf")
+    wpa = HostDaemon("wpa_supplicant", 10, 1, argv, None, "/etc/wpa_supplicant")
+    dhcp = HostDaemon("dhcpcd", 11, 1, ("dhcpcd", "-q", "-w", "wlan0"), "dhcpcd@wlan0.service")
+    lines = _pure_plan(tmp_path, (wpa, dhcp))
+
+    def at(needle: str) -> int:
+        return next(i for i, line in enumerate(lines) if needle in line)
+
+    inside = "wpa_supplicant -i wlan0 -c wpa.conf (inside physical, supervised; as it ran here)"
+    assert at("systemctl stop dhcpcd@wlan0") < at("stop wpa_supplicant (pid 10)")
+    assert at("stop wpa_supplicant (pid 10)") < at("iw phy phy0") < at(inside)
+    assert at(inside) < at("systemctl start dhcpcd@wlan0.service (inside physical)")
+    again = "started again as `wpa_supplicant -B -i wlan0 -c wpa.conf` at down"
+    assert again in lines[at("stop wpa")]
 
 
 def test_a_confined_namespace_born_in_physical_and_recover_takes_both_down(
@@ -480,7 +512,7 @@ def test_plan_starts_the_wireless_daemon_inside_before_the_dhcp_client(tmp_path:
     """Debian's dhcpcd@.service runs `dhcpcd -w`: `systemctl start` returns once it has a
     lease, which needs wpa_supplicant associated first; so inside, wpa_supplicant starts
     before the DHCP client (whatever their pids), and here the DHCP client stops first."""
-    from wgns.features.physical_daemons import HostDaemon
+    from wgns.features.physical_hostdaemons import HostDaemon
 
     dhcp = HostDaemon("dhcpcd", 10, 1, ("dhcpcd", "-q", "-w", "wlan0"), "dhcpcd@wlan0.service")
     wpa = HostDaemon("wpa_supplicant", 11, 1, ("wpa_supplicant",), "wpa_supplicant@wlan0.service")

@@ -1,7 +1,11 @@
-"""The network daemons of physical mode that wgns starts and supervises itself (those not run
-by systemd units): a DHCP client inside the physical namespace, with that namespace's view of
-the files (/etc/netns/NS/resolv.conf seen at /etc/resolv.conf), so that what it writes there
-never reaches the main namespace's DNS.
+"""The network daemons of physical mode that wgns starts and supervises itself inside the
+physical namespace, with that namespace's view of the files (/etc/netns/NS/resolv.conf seen at
+/etc/resolv.conf), so that what they write there never reaches the main namespace's DNS:
+
+* its own DHCP client (dhcpcd, or dhclient where only that is installed) when none ran here;
+* a daemon of the main namespace that no systemd unit runs (wpa_supplicant, iwd, dhcpcd,
+  dhclient: wgns.features.physical_hostdaemons), started again inside with its own command
+  line, kept in the foreground (:func:`foreground`) so that wgns holds its pid.
 
 The op (:class:`StartNetDaemon`) is journaled with the daemon's pid and start time before the
 daemon can be lost; undoing it stops the daemon (which deconfigures its interfaces).
@@ -13,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,19 +27,23 @@ from wgns.system.processes import (
     Supervised,
     last_line,
     log_path,
-    proc_starttime,
+    proc_text,
     remove_log,
     stop_process,
 )
 from wgns.system.tools import run
 
 DHCP_TIMEOUT = 30.0
+WIRELESS_TIMEOUT = 10.0  # wpa_supplicant/iwd bring their interfaces up in milliseconds
+DHCP_NAMES = ("dhcpcd", "dhclient")  # = physical_hostdaemons.DHCP_CLIENTS
 
 
 class InView(Supervised):
-    """A daemon started inside namespace NS as `wgns exec NS` would see the system: its
-    network, /etc/netns/NS/* at /etc, its own /sys (wgns.system.execview.enter, in the child
-    between fork and exec)."""
+    """A daemon started inside namespace NS with NS's view of the files: its network,
+    /etc/netns/NS/* at /etc, its own /sys (wgns.system.execview.enter, in the child between
+    fork and exec). Unlike `wgns exec`, the host's sockets stay in view, as they do for the
+    daemons' units (whose drop-in changes only the network and resolv.conf): these are the
+    physical network's own daemons, and wpa_supplicant -u registers on the system bus."""
 
     install_hint = "apt install dhcpcd-base"
 
@@ -48,7 +55,7 @@ class InView(Supervised):
         # preexec_fn: the executor runs no thread of its own at this op (no link move of the
         # core MoveLink in physical mode's plan), so the forked child may enter the view
         def enter() -> None:  # in the child: single-threaded, about to exec
-            execview.enter(where)
+            execview.enter(where, hide=False)
 
         return enter
 
@@ -66,13 +73,153 @@ class Dhcpcd(InView):
         self.start_timeout = timeout
 
     def is_supported(self) -> bool:
-        return shutil.which("dhcpcd") is not None
+        return shutil.which(self.name) is not None
 
     def argv(self) -> list[str]:
         return ["dhcpcd", "--nobackground", "--ipv4only", *self.ifnames]
 
     def ready(self) -> bool:
         return any(has_ipv4(i, self.ns) for i in self.ifnames)
+
+
+class Dhclient(Dhcpcd):
+    """ISC dhclient in the foreground, for a machine that has no dhcpcd (Debian before 12).
+    Its dhclient-script writes resolv.conf through the file (`cat >`), so the write lands in
+    the view's /etc/resolv.conf, /etc/netns/NS/resolv.conf."""
+
+    name = "dhclient"
+    install_hint = "apt install isc-dhcp-client"
+
+    def argv(self) -> list[str]:
+        return ["dhclient", "-d", "-4", *self.ifnames]
+
+
+def own_dhcp_client() -> str:
+    """The DHCP client wgns runs inside when none ran here: dhcpcd, else dhclient (else dhcpcd,
+    whose absence StartNetDaemon reports with the command that installs it)."""
+    return next((c.name for c in (Dhcpcd, Dhclient) if shutil.which(c.name)), Dhcpcd.name)
+
+
+# wpa_supplicant's getopt(3) string (wpa_supplicant/main.c, 2.10 with the optional y and z):
+# its -B daemonizes; the letters followed by ':' take an argument
+WPA_OPTSTRING = "b:Bc:C:D:de:f:g:G:hi:I:KLMm:No:O:p:P:qsTtuvWyz:"
+
+
+def _takes_argument(letter: str) -> bool:
+    pos = WPA_OPTSTRING.find(letter)
+    return pos >= 0 and WPA_OPTSTRING[pos + 1 : pos + 2] == ":"
+
+
+def wpa_options(argv: list[str]) -> list[tuple[str, str | None]]:
+    """wpa_supplicant's options in ARGV[1:] as getopt(3) reads them: (letter, argument);
+    letters may be grouped (-Bc FILE), an argument attached (-iwlan0) or the next word."""
+    out: list[tuple[str, str | None]] = []
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--":
+            break
+        if not word.startswith("-") or word == "-":
+            continue  # wpa_supplicant takes no operands
+        for j in range(1, len(word)):
+            if _takes_argument(word[j]):
+                out.append((word[j], word[j + 1 :] or next(words, "")))
+                break
+            out.append((word[j], None))
+    return out
+
+
+def without_daemonize(argv: list[str]) -> list[str]:
+    """wpa_supplicant's ARGV without its -B, wherever getopt(3) would read one (grouped with
+    other letters too), and nothing else changed."""
+    out = argv[:1]
+    argument_next = False
+    for word in argv[1:]:
+        if argument_next or not word.startswith("-") or word == "-" or word == "--":
+            out.append(word)
+            argument_next = False
+            continue
+        kept = "-"
+        for j in range(1, len(word)):
+            if _takes_argument(word[j]):
+                kept += word[j:]
+                argument_next = j == len(word) - 1
+                break
+            if word[j] != "B":
+                kept += word[j]
+        if kept != "-":
+            out.append(kept)
+    return out
+
+
+def foreground(name: str, argv: list[str]) -> list[str]:
+    """ARGV, the command line of daemon NAME, made to stay in the foreground (wgns supervises
+    the process it starts: one that forks into the background would be lost)."""
+    if name == "wpa_supplicant":
+        return without_daemonize(argv)
+    if name == "dhcpcd":  # -B (--nobackground) wins over -b (--background)
+        return argv if "--nobackground" in argv or "-B" in argv else [*argv, "--nobackground"]
+    if name == "dhclient":  # -d wins over -nw; its interfaces come after its options
+        return argv if "-d" in argv else [argv[0], "-d", *argv[1:]]
+    return argv  # iwd runs in the foreground
+
+
+class Relocated(InView):
+    """A daemon of the main namespace not run by systemd (physical_hostdaemons.HostDaemon),
+    started inside NS with its own command line in the foreground and its working directory.
+    Ready: a wireless daemon once the interfaces it names with -i are up (it brings them up
+    as it starts; a phy's netdevs arrive down), a DHCP client once one of IFNAMES has an IPv4
+    address; one that names no interface (iwd, dhcpcd's manager mode for the wireless ones)
+    as soon as it runs."""
+
+    def __init__(
+        self, name: str, argv: list[str], cwd: str, ns: str, ifnames: list[str], timeout: float
+    ) -> None:
+        super().__init__()
+        self.name, self._argv, self.cwd, self.ns = name, argv, cwd, ns
+        self.ifnames = ifnames
+        self.start_timeout = timeout if name in DHCP_NAMES else WIRELESS_TIMEOUT
+        self.install_hint = f"{name} was running here: is it still installed?"
+
+    def is_supported(self) -> bool:
+        return shutil.which(self._argv[0]) is not None
+
+    def argv(self) -> list[str]:
+        return foreground(self.name, self._argv)
+
+    def child_setup(self, ns: str | None) -> Callable[[], None] | None:
+        enter = super().child_setup(ns)
+        cwd = self.cwd
+
+        def setup() -> None:  # in the child, about to exec
+            if enter is not None:
+                enter()
+            try:
+                os.chdir(cwd)
+            except OSError:
+                os.chdir("/")
+
+        return setup
+
+    def named_interfaces(self) -> list[str]:
+        if self.name == "wpa_supplicant":
+            return [str(a) for letter, a in wpa_options(self._argv) if letter == "i" and a]
+        return []
+
+    def ready(self) -> bool:
+        if self.name in DHCP_NAMES:
+            if "--ipv6only" in self._argv or "-6" in self._argv:
+                return True  # no IPv4 lease to wait for
+            return any(has_ipv4(i, self.ns) for i in self.ifnames)
+        return all(is_up(i, self.ns) for i in self.named_interfaces())
+
+
+def is_up(ifname: str, ns: str) -> bool:
+    proc = run(["ip", "-j", "link", "show", "dev", ifname], ns=ns, check=False)
+    try:
+        data = json.loads(proc.stdout or "[]")
+    except ValueError:
+        return False
+    return any("UP" in d.get("flags", []) for d in data)
 
 
 def has_ipv4(ifname: str, ns: str) -> bool:
@@ -84,7 +231,7 @@ def has_ipv4(ifname: str, ns: str) -> bool:
     return any(a.get("scope") == "global" for d in data for a in d.get("addr_info", []))
 
 
-DAEMONS = {"dhcpcd": Dhcpcd}
+DAEMONS = {"dhcpcd": Dhcpcd, "dhclient": Dhclient}
 
 
 def kill_session(sid: int) -> None:
@@ -96,7 +243,7 @@ def kill_session(sid: int) -> None:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        stat = _read(f"/proc/{entry.name}/stat")
+        stat = proc_text(f"/proc/{entry.name}/stat")
         if ")" not in stat:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
@@ -107,28 +254,36 @@ def kill_session(sid: int) -> None:
 
 @dataclass(kw_only=True)
 class StartNetDaemon(Op):
-    """A network daemon (DAEMON: a key of DAEMONS) on IFNAMES inside NS, supervised by wgns."""
+    """A network daemon on IFNAMES inside NS, supervised by wgns: wgns's own (DAEMON: a key of
+    DAEMONS), or, with ARGV, a daemon of the main namespace started again inside with its own
+    command line (in the foreground) and working directory CWD."""
 
     kind = "physical_daemon"
     daemon: str
     ns: str
     ifnames: list[str]
     timeout: float = DHCP_TIMEOUT
+    argv: list[str] | None = None
+    cwd: str = "/"
     _running: Supervised | None = field(
         default=None, init=False, repr=False, compare=False, metadata={"journal": False}
     )
 
     def _make(self) -> Supervised:
+        if self.argv:
+            return Relocated(self.daemon, self.argv, self.cwd, self.ns, self.ifnames, self.timeout)
         if self.daemon not in DAEMONS:
             raise WgnsError(f"unknown network daemon {self.daemon!r}")
         return DAEMONS[self.daemon](self.ifnames, self.ns, self.timeout)
 
     def describe(self) -> str:
-        return f"{' '.join(self._make().argv())} (inside {self.ns}, supervised)"
+        where = f"inside {self.ns}, supervised" + ("; as it ran here" if self.argv else "")
+        return f"{' '.join(self._make().argv())} ({where})"
 
     def prepare(self, ctx: Context) -> None:
-        if not self._make().is_supported():
-            raise WgnsError(f"{self.daemon} is not installed", hint="apt install dhcpcd-base")
+        d = self._make()
+        if not d.is_supported():
+            raise WgnsError(f"{self.daemon} is not installed", hint=d.install_hint)
 
     def apply(self, ctx: Context) -> None:
         d = self._make()
@@ -145,9 +300,13 @@ class StartNetDaemon(Op):
         try:
             d.wait_ready()
         except WgnsError as e:
+            what = (
+                f"no address from {self.daemon} on {', '.join(self.ifnames)}"
+                if self.daemon in DHCP_NAMES
+                else f"{self.daemon} did not start"
+            )
             raise WgnsError(
-                f"no address from {self.daemon} on {', '.join(self.ifnames)} inside {self.ns}: "
-                f"{e.message}",
+                f"{what} inside {self.ns}: {e.message}",
                 hint=f"its log: {log_path(self.ns, self.daemon)}",
             ) from None
 
@@ -165,173 +324,3 @@ class StartNetDaemon(Op):
 
     def last_words(self) -> str:
         return last_line(log_path(self.ns, self.daemon))
-
-
-# ---------------------------------------------------------------- daemons already running
-
-DHCP_CLIENTS = ("dhcpcd", "dhclient")
-WIRELESS = ("wpa_supplicant", "iwd")
-SYSTEMD_RUNNING = "/run/systemd/system"  # sd_booted(3)
-
-
-@dataclass(frozen=True)
-class HostDaemon:
-    """A network daemon running in the main namespace: by a systemd unit (UNIT) or not."""
-
-    name: str
-    pid: int
-    starttime: int | None
-    argv: tuple[str, ...]
-    unit: str | None = None
-
-    def stop_op(self) -> Op:
-        """Stops it before its interfaces move (started again, here, once they are back)."""
-        if self.unit is not None:
-            from wgns.features.physical_units import StopUnit
-
-            return StopUnit(unit=self.unit)
-        return StopHostDaemon(
-            name=self.name, pid=self.pid, starttime=self.starttime, argv=list(self.argv)
-        )
-
-    def confine_op(self, ns: str) -> Op | None:
-        """A unit started inside NS once the interfaces are there (others: wgns's own dhcpcd)."""
-        if self.unit is None:
-            return None
-        from wgns.features.physical_units import ConfineUnit
-
-        return ConfineUnit(unit=self.unit, ns=ns)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def unit_of(pid: int) -> str | None:
-    """The systemd service PID belongs to (its cgroup), when systemd runs."""
-    if not os.path.isdir(SYSTEMD_RUNNING):
-        return None
-    return service_in(_read(f"/proc/{pid}/cgroup"))
-
-
-def service_in(cgroup: str) -> str | None:
-    """The service named by a /proc/PID/cgroup text ("0::/system.slice/dhcpcd.service")."""
-    for line in cgroup.splitlines():
-        path = line.rpartition(":")[2]
-        for part in reversed(path.split("/")):
-            if part.endswith(".service"):
-                return part
-    return None
-
-
-def command_line(argv: tuple[str, ...]) -> tuple[str, ...]:
-    """The command that starts a daemon like the one whose /proc cmdline is ARGV again.
-
-    dhcpcd (privilege separation) rewrites its manager's title to "dhcpcd: eth0 [ip4]" or
-    "dhcpcd: [manager] [ip4] [ip6]": its interfaces and address families are read back from
-    that; the other options are its configuration file's (/etc/dhcpcd.conf)."""
-    if len(argv) != 1 or not argv[0].startswith("dhcpcd:"):
-        return argv
-    words = argv[0].split()[1:]
-    families = {w for w in words if w in ("[ip4]", "[ip6]")}
-    ifnames = [w for w in words if not w.startswith("[")]
-    out = ["dhcpcd"]
-    if families == {"[ip4]"}:
-        out.append("--ipv4only")
-    elif families == {"[ip6]"}:
-        out.append("--ipv6only")
-    return (*out, *ifnames)
-
-
-def is_helper(argv: tuple[str, ...]) -> bool:
-    """A dhcpcd helper titled "dhcpcd: [launcher]", "[privileged proxy] ..." (the manager is
-    "dhcpcd: IF [ip4]" or "dhcpcd: [manager] ...")."""
-    title = argv[0]
-    return title.startswith("dhcpcd: [") and not title.startswith("dhcpcd: [manager]")
-
-
-def running(names: tuple[str, ...]) -> list[HostDaemon]:
-    """The processes named NAMES in this network namespace (the first of a family: not the
-    helpers a daemon forks, whose parent has the same name)."""
-    here = os.stat("/proc/self/ns/net").st_ino
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        comm = _read(f"/proc/{pid}/comm").strip()
-        if comm not in names:
-            continue
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino != here:
-                continue
-        except OSError:
-            continue
-        stat = _read(f"/proc/{pid}/stat")
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1]) if ")" in stat else 0
-        if _read(f"/proc/{ppid}/comm").strip() == comm:
-            continue
-        raw = tuple(a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a)
-        if not raw or is_helper(raw):
-            continue
-        argv = command_line(raw)
-        found.append(HostDaemon(comm, pid, proc_starttime(pid), argv, unit_of(pid)))
-    return sorted(found, key=lambda d: d.pid)
-
-
-def host_daemons(moving_phys: bool) -> list[HostDaemon]:
-    """The network daemons of the main namespace that physical `up` relocates: its DHCP
-    clients, and (when a wireless phy moves) wpa_supplicant/iwd. A wireless daemon not run
-    by systemd is refused: wgns supervises only the DHCP client itself."""
-    daemons = running(DHCP_CLIENTS + (WIRELESS if moving_phys else ()))
-    loose = [d for d in daemons if d.name in WIRELESS and d.unit is None]
-    if loose:
-        raise WgnsError(
-            f"{loose[0].name} (pid {loose[0].pid}) runs outside systemd: physical mode moves "
-            "wireless daemons only as systemd units; nothing was changed",
-            hint="run it as a unit (e.g. wpa_supplicant@IF.service), or stop it and list the "
-            "interfaces with --iface",
-        )
-    return daemons
-
-
-@dataclass(kw_only=True)
-class StopHostDaemon(Op):
-    """A network daemon of the main namespace not run by systemd: stopped before its links
-    move, started again (the same command line, in the main namespace) when they are back."""
-
-    kind = "physical_host_daemon"
-    name: str
-    pid: int
-    starttime: int | None
-    argv: list[str]
-
-    def describe(self) -> str:
-        return (
-            f"stop {self.name} (pid {self.pid}); started again as `{' '.join(self.argv)}` at down"
-        )
-
-    def apply(self, ctx: Context) -> None:
-        stop_process(self.pid, self.starttime, grace=5.0)
-
-    def undo(self, ctx: Context) -> None:
-        from wgns.system.processes import process_alive
-
-        if process_alive(self.pid, self.starttime) or self.result.get("restarted"):
-            return  # never stopped (killed before), or already started again
-        try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise WgnsError(f"cannot start {self.name} again: {e.strerror}") from None
-        self.result["restarted"] = proc.pid
-        ctx.checkpoint()

@@ -16,9 +16,11 @@ import os
 import re
 from dataclasses import dataclass
 
+from wgns import log
 from wgns.engine.ops.base import Context, Op
 from wgns.errors import WgnsError
 from wgns.system import fsutil, netns
+from wgns.system.processes import proc_text
 from wgns.system.tools import run
 
 RUNTIME_UNIT_DIR = "/run/systemd/system"
@@ -175,3 +177,47 @@ class ConfineUnit(Op):
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(path))
         _systemctl("daemon-reload")
+
+
+# ---------------------------------------------------------------- wgns-physical@ itself
+
+UNIT_PREFIX = "wgns-physical@"
+SYSTEMD_RUNNING = RUNTIME_UNIT_DIR  # sd_booted(3): it exists while systemd runs as PID 1
+
+
+def unit_of(pid: int) -> str | None:
+    """The systemd service PID belongs to (its cgroup), when systemd runs."""
+    if not os.path.isdir(SYSTEMD_RUNNING):
+        return None
+    return service_in(proc_text(f"/proc/{pid}/cgroup"))
+
+
+def service_in(cgroup: str) -> str | None:
+    """The service named by a /proc/PID/cgroup text ("0::/system.slice/dhcpcd.service")."""
+    for line in cgroup.splitlines():
+        path = line.rpartition(":")[2]
+        for part in reversed(path.split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
+def own_unit() -> str | None:
+    """The wgns-physical@ unit this process runs in (its cgroup), if any."""
+    unit = unit_of(os.getpid())
+    return unit if unit is not None and unit.startswith(UNIT_PREFIX) else None
+
+
+def release_unit(ns: str, unit: str | None) -> None:
+    """After a `down` that its own unit did not ask for (the dead-man switch firing, `wgns
+    physical down` or `recover` typed by hand), the wgns-physical@ UNIT that brought NS up is
+    stopped too: it would stay `active (exited)` with the network already given back, and a
+    `systemctl start` of it would do nothing. Its ExecStop then finds nothing to give back.
+    (Not when that unit is stopping: this is its ExecStop.)"""
+    if not unit:
+        return
+    if run(["systemctl", "is-active", unit], check=False).stdout.strip() != "active":
+        return
+    proc = run(["systemctl", "stop", "--no-block", unit], check=False)
+    if proc.returncode != 0:
+        log.info("wgns: %s: cannot stop %s: %s", ns, unit, proc.stderr.strip())

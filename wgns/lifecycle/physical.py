@@ -39,7 +39,13 @@ from wgns.engine.ops import (
     WriteNetnsFiles,
 )
 from wgns.errors import WgnsError
-from wgns.features import killswitch, physical_daemons, physical_links
+from wgns.features import (
+    killswitch,
+    physical_daemons,
+    physical_hostdaemons,
+    physical_links,
+    physical_units,
+)
 from wgns.features.dns import dns_files
 from wgns.features.physical_daemons import StartNetDaemon
 from wgns.features.physical_ops import (
@@ -61,6 +67,7 @@ from wgns.wireguard import backends
 KIND = "physical"  # the record's extra["kind"]
 DEFAULT_NAME = "physical"
 DEFAULT_DEADMAN = 30.0
+DHCP = physical_hostdaemons.DHCP_CLIENTS
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ class PhysicalFacts:
     main_resolv_conf: str
     netns_files: dict[str, str]
     snapshots: dict[str, dict[str, Any]]  # ifname -> its state before anything changes
-    host_daemons: tuple[physical_daemons.HostDaemon, ...] = ()
+    host_daemons: tuple[physical_hostdaemons.HostDaemon, ...] = ()
+    dhcp_client: str = "dhcpcd"  # wgns's own, when no DHCP client ran here
 
 
 def _read(path: str) -> str:
@@ -127,7 +135,8 @@ def gather(profile: Profile, ifaces: tuple[str, ...]) -> PhysicalFacts:
     }
     return PhysicalFacts(
         snapshots={i: physical_links.snapshot(i) for i in chosen.ifnames},
-        host_daemons=tuple(physical_daemons.host_daemons(bool(chosen.phys))),
+        host_daemons=tuple(physical_hostdaemons.host_daemons(bool(chosen.phys))),
+        dhcp_client=physical_daemons.own_dhcp_client(),
         chosen=chosen,
         backend=backend,
         resolved={i.name: i for i in resolved},
@@ -154,11 +163,12 @@ def plan(profile: Profile, facts: PhysicalFacts, *, deadman: float) -> list[Op]:
     if profile.dns:
         ops.append(ReplaceResolvConf(content=facts.main_resolv_conf))
     # the daemons that manage these links in the main namespace stop before they move (and
-    # start again once they are back, with their state)
+    # start again once they are back, with their state); inside, units are started again and
+    # the others run by wgns, with their own command lines.
     # DHCP clients stop first (while still associated: a release reaches the server) and
     # start last inside, once wpa_supplicant/iwd runs there: a unit like Debian's
     # dhcpcd@.service (`dhcpcd -w`) waits for its lease before `systemctl start` returns
-    daemons = sorted(facts.host_daemons, key=lambda d: d.name in physical_daemons.WIRELESS)
+    daemons = sorted(facts.host_daemons, key=lambda d: d.is_wireless)
     ops.extend(d.stop_op() for d in daemons)
     snaps = facts.snapshots
     ops.extend(MovePhysicalLink(ifname=i, ns=ns, snapshot=snaps[i]) for i in facts.chosen.links)
@@ -166,15 +176,22 @@ def plan(profile: Profile, facts: PhysicalFacts, *, deadman: float) -> list[Op]:
         MovePhy(phy=p, ns=ns, netdevs=list(d), snapshots={n: snaps[n] for n in d})
         for p, d in facts.chosen.phys.items()
     )
-    ops.extend(op for d in reversed(daemons) if (op := d.confine_op(ns)) is not None)
+    moved = list(facts.chosen.ifnames)
+    inside = [d.confine_op(ns, moved) for d in reversed(daemons)]
+
+    # a DHCP client that ran by hand is started inside after the tunnel's device (which then
+    # gets configured while the client waits for its lease), like wgns's own
+    def is_late(op: Op) -> bool:
+        return isinstance(op, StartNetDaemon) and op.daemon in DHCP
+
+    ops.extend(op for op in inside if not is_late(op))
     # wireguard-go starts (~4 ms) while the DHCP client is started; the device is configured
     # while the client waits for its lease (the executor runs those beside it)
     for ifname in ifnames:
         ops.append(CreateWireguard(ifname=ifname, backend=facts.backend, birthplace=ns, target=ns))
-    dhcp = list(facts.chosen.ifnames)
-    by_unit = any(d.unit and d.name in physical_daemons.DHCP_CLIENTS for d in facts.host_daemons)
-    if dhcp and not by_unit:  # (a DHCP client unit is restarted inside NAME instead)
-        ops.append(StartNetDaemon(daemon="dhcpcd", ns=ns, ifnames=dhcp))
+    ops.extend(op for op in inside if is_late(op))
+    if moved and not any(d.name in DHCP for d in facts.host_daemons):
+        ops.append(StartNetDaemon(daemon=facts.dhcp_client, ns=ns, ifnames=moved))
     for iface, ifname in zip(profile.interfaces, ifnames, strict=True):
         ops.append(
             ConfigureWireguard(
@@ -228,6 +245,7 @@ def _record(profile: Profile, facts: PhysicalFacts) -> state.Record:
             "nft_table": names.nft_table(profile.name),
             "physical_links": list(facts.chosen.links),
             "physical_phys": {p: list(d) for p, d in facts.chosen.phys.items()},
+            "unit": physical_units.own_unit(),
         },
     )
 
@@ -296,8 +314,10 @@ def down(ns: str) -> list[str] | None:
     not up)."""
     from wgns.lifecycle import down as downing
 
-    require_physical(ns)
+    rec = require_physical(ns)
     result = downing.down(ns)
+    if rec is not None and result.managed:
+        physical_units.release_unit(rec.ns, rec.extra.get("unit"))
     return result.errors if result.managed else None
 
 

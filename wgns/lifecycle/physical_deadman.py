@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from wgns.engine import state
 from wgns.engine.ops.base import Context, Op
+from wgns.errors import WgnsError
 from wgns.features import statusfile
 from wgns.system.processes import (
     Supervised,
@@ -103,10 +104,17 @@ def watch(ns: str, timeout: float, ifnames: list[str]) -> int:
             keep_status(ns)
             return 0
         time.sleep(POLL)
+    from wgns.features.physical_units import release_unit
     from wgns.lifecycle import down
 
     print(f"wgns: {ns}: no handshake in {timeout:g}s: giving the network back", file=sys.stderr)
+    try:
+        rec = state.load(ns)
+    except WgnsError:  # a damaged record: `down` still gives back what it can, and says why
+        rec = None
     errors = down.down(ns).errors
+    if rec is not None:  # the wgns-physical@ unit that brought NS up, if one did: stopped too
+        release_unit(ns, rec.extra.get("unit"))
     for e in errors:
         print(f"wgns: {ns}: {e}", file=sys.stderr)
     return 1 if errors else 0

@@ -267,9 +267,10 @@ def show_etc(ns: str, etc: str = "/etc") -> tuple[str, str]:
     return how, f"{why}: {etc_dir}/* shown at {etc} file by file ({how})"
 
 
-def enter(ns: str) -> tuple[str, str]:
+def enter(ns: str, *, hide: bool = True) -> tuple[str, str]:
     """Move the calling process into NS's network namespace and a private view of the files;
-    returns :func:`show_etc`'s (how, why).
+    returns :func:`show_etc`'s (how, why). HIDE=False leaves the host's sockets in view (for
+    physical mode's network daemons, which must reach the system bus as its units do).
 
     The process must be single-threaded and root. Irreversible: call only before exec."""
     fd = posix.open(netns.path_of(ns), posix.O_RDONLY | posix.O_CLOEXEC)
@@ -279,7 +280,8 @@ def enter(ns: str) -> tuple[str, str]:
         posix.close(fd)
     netns.unshare(netns.CLONE_NEWNS)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_SLAVE)
-    hide_backdoors()
+    if hide:
+        hide_backdoors()
     shown = show_etc(ns)
     remount_sys()
     return shown

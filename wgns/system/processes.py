@@ -26,6 +26,15 @@ def proc_starttime(pid: int) -> int | None:
     return int(data[data.rindex(")") + 2 :].split()[19])
 
 
+def proc_text(path: str) -> str:
+    """The text of PATH, a file under /proc ("" when its process is gone or it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

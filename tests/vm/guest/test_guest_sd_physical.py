@@ -13,14 +13,17 @@ Then `wgns physical up x` (and ``wgns-physical@x.service``) relocates both units
 ``physical``, where the station associates again and gets its lease; the main namespace has lo
 and the tunnel only, and its traffic leaves at the provider; `down` (unit stop) gives wlan0
 back associated, with a lease, its units running in the main namespace. The dead-man switch
-gives it back when the access point drops the tunnel's packets. `wgns recover` after a SIGKILL
-of `physical up`.
+of ``wgns-physical@x`` gives it back, and stops the unit, when the access point drops the
+tunnel's packets. A wpa_supplicant started by hand (no unit) is run inside by wgns and started
+here again, outliving the unit's stop. `wgns recover` after a SIGKILL of `physical up`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -111,8 +114,6 @@ def lease_v4(ns: str | None) -> str | None:
     p = subprocess.run(argv, capture_output=True, text=True, check=False)
     if p.returncode != 0:
         return None
-    import json
-
     for d in json.loads(p.stdout or "[]"):
         for a in d.get("addr_info", []):
             if a.get("scope") == "global" and a["local"].startswith("198.18.60."):
@@ -130,25 +131,25 @@ def main_netns() -> int:
     return os.stat("/proc/1/ns/net").st_ino
 
 
-def connected_here() -> None:
-    """wlan0 in the main namespace, associated, with a lease, its units running here."""
+def connected_here(units: tuple[str, ...] = (WPA, DHCP)) -> None:
+    """wlan0 in the main namespace, associated, with a lease, its UNITS running here."""
     wait_for(f"{STATION} associated in the main namespace", lambda: associated(None))
     wait_for(f"a lease on {STATION} in the main namespace", lambda: lease_v4(None) is not None)
-    for unit in (WPA, DHCP):
+    for unit in units:
         wait_for(f"{unit} active", lambda u=unit: active(u) == "active")  # type: ignore[misc]
         assert unit_netns(unit) == main_netns(), f"{unit} is not in the main namespace"
     assert not os.path.exists(f"/run/netns/{PHYS}")
     assert not any(Path("/run/systemd/system").glob("*.d/wgns-physical.conf"))
 
 
-def connected_inside(facts: dict[str, Any]) -> None:
-    """Physical mode up: wlan0 associated with its lease inside `physical`, both units there,
+def connected_inside(facts: dict[str, Any], units: tuple[str, ...] = (WPA, DHCP)) -> None:
+    """Physical mode up: wlan0 associated with its lease inside `physical`, its UNITS there,
     the main namespace with lo and the tunnel only, its traffic leaving at the provider."""
     wait_for(f"{STATION} associated inside {PHYS}", lambda: associated(PHYS))
     wait_for(f"a lease on {STATION} inside {PHYS}", lambda: lease_v4(PHYS) is not None)
     assert "Connected to" in link_text(PHYS)
     inside = sdutil.netns_inode(PHYS)
-    for unit in (WPA, DHCP):
+    for unit in units:
         assert active(unit) == "active", f"{unit}: {show(unit, 'ActiveState', 'Result')}"
         assert unit_netns(unit) == inside, f"{unit} is not inside {PHYS}"
     here = link_names()
@@ -300,35 +301,150 @@ def test_wgns_physical_unit_start_and_stop(wifi: dict[str, Any]) -> None:
     connected_here()
 
 
-def test_deadman_gives_wifi_back_when_the_provider_is_unreachable(wifi: dict[str, Any]) -> None:
+def test_deadman_gives_wifi_back_and_stops_its_unit_when_the_provider_is_unreachable(
+    wifi: dict[str, Any],
+) -> None:
+    """The dead-man switch of `wgns-physical@x` (its --deadman set by a drop-in, as
+    docs/physical.md says): wlan0 back, associated, with its lease and its units here, and the
+    unit itself stopped (not left `active (exited)` with the network given back)."""
     _before_up()
     port = sdutil.facts()["server"]["port"]
+    unit = f"wgns-physical@{PROFILE}.service"
+    dropin = Path(f"/run/systemd/system/{unit}.d/wgvm-deadman.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text('[Service]\nEnvironment="WGNS_PHYSICAL_ARGS=--deadman 20"\n')
+    systemctl("daemon-reload")
     block = f"add rule ip wgvm_ap ap_forward udp dport {port} drop\n"
     sh("nft", "-f", "-", ns=AP, input=block)
     try:
         t0 = time.monotonic()
-        run_wgns("physical", "up", "--deadman", "20", PROFILE)
+        systemctl("start", unit)
+        assert active(unit) == "active"
         wait_for(f"{STATION} associated inside {PHYS}", lambda: associated(PHYS))
         wait_for("the dead-man switch to fire", lambda: not os.path.exists(f"/run/netns/{PHYS}"))
         connected_here()
         print(f"dead-man switch: up -> associated here again {time.monotonic() - t0:.1f} s")
+        wait_for(f"{unit} stopped", lambda: active(unit) == "inactive", timeout=30)
+        assert show(unit, "Result")["Result"] == "success"
+        # the watcher's words are in its log; the unit's stop found nothing left to give back
+        assert "no handshake in 20s" in Path(f"/run/wgns/log/{PHYS}/deadman.log").read_text()
+        assert "physical mode is not up: nothing to give back" in sdutil.journal(unit)
     finally:
         sh("nft", "flush", "chain", "ip", "wgvm_ap", "ap_forward", ns=AP)
+        systemctl("stop", unit, check=False)
+        dropin.unlink(missing_ok=True)
+        dropin.parent.rmdir()
+        systemctl("daemon-reload")
         if os.path.exists(f"/run/netns/{PHYS}"):
             physical_down()
-    log = Path(f"/run/wgns/log/{PHYS}/deadman.log")
-    assert not log.exists() or "handshake" in log.read_text()
 
 
-def test_recover_after_sigkill_of_physical_up(wifi: dict[str, Any]) -> None:
+def wpa_processes() -> list[tuple[int, str, list[str]]]:
+    """The wpa_supplicant processes: (pid, "main" | "physical" | "other", argv)."""
+    main, inside = (
+        main_netns(),
+        (sdutil.netns_inode(PHYS) if os.path.exists(f"/run/netns/{PHYS}") else -1),
+    )
+    out = []
+    for pid in sh("pgrep", "-x", "wpa_supplicant", check=False).stdout.split():
+        try:
+            ino = sdutil.pid_netns_inode(int(pid))
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        except OSError:
+            continue
+        where = "main" if ino == main else PHYS if ino == inside else "other"
+        out.append((int(pid), where, argv))
+    return out
+
+
+def print_wpa() -> list[tuple[str, list[str]]]:
+    """(where, argv) of each wpa_supplicant, also printed (a failure's output shows them)."""
+    found = [w[1:] for w in wpa_processes()]
+    if found != _seen[0]:
+        print(f"[physical] wpa_supplicant processes: {found}", flush=True)
+        _seen[0] = found
+    return found
+
+
+_seen: list[Any] = [None]
+
+
+def cgroup_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text().strip().rpartition(":")[2]
+
+
+def test_a_wpa_supplicant_run_by_hand_runs_inside_and_survives_the_unit_stop(
+    wifi: dict[str, Any],
+) -> None:
+    """wpa_supplicant started by hand (`wpa_supplicant -B ...` in a scope, as from a login
+    shell; no unit runs it): `wgns-physical@x` stops it, runs it inside `physical` with the same
+    command line without -B (wgns supervises it), before the dhcpcd@wlan0 unit; stopping the
+    unit starts it here again as it was, in a scope of its own, so that the unit's own
+    processes being killed at its stop does not take the wifi with them."""
     _before_up()
-    p = subprocess.Popen([sdutil.WGNS, "physical", "up", "--deadman", "0", PROFILE],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    # killed once wlan0 has left the main namespace (mid-way: the units not yet inside)
-    wait_for(f"{STATION} to leave", lambda: not os.path.exists(f"/sys/class/net/{STATION}")
-             or p.poll() is not None)  # fmt: skip
-    p.send_signal(signal.SIGKILL)  # the launcher execs python: this is `physical up` itself
-    p.wait()
+    unit = f"wgns-physical@{PROFILE}.service"
+    conf = f"/etc/wpa_supplicant/wpa_supplicant-{STATION}.conf"
+    # as /proc shows it: systemd-run runs the program by its path
+    argv = [shutil.which("wpa_supplicant") or "", "-B", "-i", STATION, "-c", conf]
+    systemctl("stop", WPA)
+    try:
+        sh("systemd-run", "--scope", "--quiet", "--collect", "--", "wpa_supplicant", *argv[1:])
+        wait_for("the wpa_supplicant run by hand", lambda: print_wpa() == [("main", argv)], 30)
+        connected_here(units=(DHCP,))
+        t0 = time.monotonic()
+        systemctl("start", unit)
+        connected_inside(wifi, units=(DHCP,))
+        took = time.monotonic() - t0
+        print(f"[physical] loose wpa_supplicant: up -> through the tunnel {took:.1f} s")
+        assert [w[1:] for w in wpa_processes()] == [(PHYS, [argv[0], *argv[2:]])]
+        status = json.loads(wgns("physical", "status", "--json").stdout)
+        assert status[0]["daemons"] == {"wpa_supplicant": True}
+        t0 = time.monotonic()
+        systemctl("stop", unit)
+        connected_here(units=(DHCP,))
+        print(f"[physical] loose wpa_supplicant: down -> here again {time.monotonic() - t0:.1f} s")
+        time.sleep(2)  # the unit's remaining processes are gone by now: it is not one of them
+        (again,) = wpa_processes()
+        assert again[1:] == ("main", argv), again
+        assert cgroup_of(again[0]).endswith(".scope") and unit not in cgroup_of(again[0])
+        assert associated(None)
+    finally:
+        systemctl("stop", unit, check=False)
+        for pid, _, _ in wpa_processes():
+            os.kill(pid, signal.SIGTERM)
+        wait_for("no wpa_supplicant left", lambda: not wpa_processes(), timeout=20)
+        systemctl("start", WPA)
+        systemctl("start", DHCP)
+    connected_here()
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        # mid-way, by hand: once wlan0 has left the main namespace (the units not yet inside)
+        "wlan0 left",
+        # later, at a step of the plan (the executor's fault injection, as in the sandbox's
+        # crash tests): right after dhcpcd@wlan0 was started inside, the tunnel not yet here
+        "after: systemctl start dhcpcd@wlan0.service (inside physical)",
+    ],
+)
+def test_recover_after_sigkill_of_physical_up(wifi: dict[str, Any], point: str) -> None:
+    _before_up()
+    argv = [sdutil.WGNS, "physical", "up", "--deadman", "0", PROFILE]
+    env = dict(os.environ)
+    if point.startswith("after: "):
+        plan = wgns("physical", "up", "--dry-run", PROFILE).stdout.splitlines()
+        step = next(i for i, line in enumerate(plan) if point.removeprefix("after: ") in line)
+        env["WGNS_FAULT_KILL_AT"] = f"{step}+"
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env)  # fmt: skip
+    if point == "wlan0 left":
+        wait_for(f"{STATION} to leave", lambda: not os.path.exists(f"/sys/class/net/{STATION}")
+                 or p.poll() is not None)  # fmt: skip
+        p.send_signal(signal.SIGKILL)  # the launcher execs python: this is `physical up` itself
+    out = p.communicate(timeout=150)[0]
+    assert p.returncode == -signal.SIGKILL, f"physical up was not killed at {point}: {out}"
     run_wgns("recover")
     connected_here()
     assert guestutil.link_names()[0] == "lo"
+    assert not any(Path("/run/systemd/system.control").glob("*@*.service"))

@@ -46,7 +46,7 @@ KIND_MODULES: dict[str, str] = {
         "wgns.features.physical_ops",
     ),
     "physical_daemon": "wgns.features.physical_daemons",
-    "physical_host_daemon": "wgns.features.physical_daemons",
+    "physical_host_daemon": "wgns.features.physical_hostdaemons",
     "physical_unit": "wgns.features.physical_units",
     "physical_unit_stop": "wgns.features.physical_units",
     "physical_deadman": "wgns.lifecycle.physical_deadman",
